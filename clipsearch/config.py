@@ -1,0 +1,252 @@
+"""Typed run configuration, validated once at the boundary.
+
+A run is described by one `Config`: sections data, model, loss, optimizer, scheduler, train,
+eval. It comes from a preset (`default.yaml`: the seed 001 setting at full scale;
+`quick.yaml`: the embedded digits and tiny models), a user YAML file on top, and `--set
+section.key=value` overrides on top of that. Every key is checked: an unknown key, a value of
+the wrong type, an unknown loss/optimizer/scheduler or a hyperparameter that does not belong to
+it raises `InputError` naming the file and the key, before anything runs.
+
+The loss, optimizer and scheduler sections hold their `name` plus that component's own
+hyperparameters (e.g. `loss.gamma` for sogclr); the registries say which keys each accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: str = Field("embedded", description="'embedded' (MNIST 5,000 with measured captions) or a "
+                        "caption file (JSON, JSONL, CSV), webdataset shards (a .tar, a folder or a brace pattern)")
+    image_root: str | None = Field(None, description="folder the caption file's image paths are relative to")
+    val_source: str = Field("embedded", description="'embedded' or a COCO-style captions file for retrieval")
+    val_image_root: str | None = None
+    zeroshot_source: str = Field("embedded", description="'embedded' (scikit-learn's 8x8 digits) or an ImageFolder tree")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="deterministic class-stratified share of the training set")
+    image_size: int = Field(224, ge=8, le=1024)
+    max_text_length: int = Field(32, ge=4, le=512)
+    cache_dir: str = Field(".cache/clipsearch", description="where decoded images are cached")
+    on_corrupt: Literal["error", "skip"] = Field("error", description="a corrupt image stops the run, or is skipped and counted")
+    augment: bool = Field(True, description="random shifts of up to 1/8 of the image size in training")
+
+
+class ModelConfig(Section):
+    image_tower: str = Field("timm:resnet50", description="timm:NAME or open_clip:NAME")
+    image_weights: str | None = Field(None, description="local path to the image tower's weights (never downloaded)")
+    text_tower: str = Field("hf:distilbert-base-uncased", description="hf:NAME_OR_PATH (hf:minilm = the bundled "
+                            "all-MiniLM-L6-v2) or open_clip:NAME")
+    text_weights: str | None = Field(None, description="local path to an open_clip checkpoint for the text tower")
+    text_layers: int | None = Field(None, ge=0, description="keep only the first k transformer layers of the text tower")
+    embed_dim: int = Field(256, ge=2, le=4096)
+
+
+class ComponentSection(BaseModel):
+    """A section holding a registry name plus that component's own hyperparameters."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossConfig(ComponentSection):
+    name: str = "clip"
+
+
+class OptimizerConfig(ComponentSection):
+    name: str = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+
+
+class SchedulerConfig(ComponentSection):
+    name: str = "cosine"
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)
+    grad_clip: float = Field(0.0, ge=0.0, description="max gradient norm; 0 turns clipping off")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    channels_last: bool = True
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+    max_steps_per_epoch: int = Field(0, ge=0, description="cap on steps per epoch (0: the whole epoch); for benchmarks")
+
+
+class EvalConfig(Section):
+    every: int = Field(1, ge=1, description="evaluate every N epochs (and always after the last)")
+    batch_size: int = Field(256, ge=1)
+
+
+class Config(Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values (for MLflow params, search spaces, trials.csv)."""
+        return flatten(self.model_dump())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file; safe_load only (no !!python tags)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", where=str(path), fix="check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the file ({exc.__class__.__name__})", where=str(path),
+                         fix="pass a readable UTF-8 YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"not valid YAML{line}: {getattr(exc, 'problem', exc)}", where=str(path),
+                         fix="fix the YAML syntax (tags like !!python/object are refused)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of sections, got {type(data).__name__}", where=str(path),
+                         fix="write `section:` blocks such as `train:` and `loss:`")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'optimizer.lr=3e-4' -> (['optimizer', 'lr'], 0.0003); values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise InputError(f"--set {item!r} has no '='", where="--set", fix="write --set section.key=value")
+    key, raw = item.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise InputError(f"--set {item!r} has an empty key", where="--set", fix="write --set section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads "1e-3" as a string; numbers are what people mean there
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return keys, value
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise InputError(f"{'.'.join(keys)}: {key} is not a section", where="--set",
+                             fix="use section.key=value")
+    node[keys[-1]] = value
+
+
+def switch_component(raw: dict[str, Any], section: str, new_name: Any) -> None:
+    """Changing loss/optimizer/scheduler `name` drops the previous component's own params, so
+    `--set loss.name=sogclr` on a preset made for clip does not carry clip's keys over."""
+    old = raw.get(section, {})
+    if isinstance(old, dict) and old.get("name") != new_name:
+        common = {"optimizer": {"lr", "weight_decay"}}.get(section, set())
+        raw[section] = {k: v for k, v in old.items() if k in common}
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """A validated Config from a raw mapping; raises InputError naming `source` and the key."""
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = err["loc"][:-1]
+            model = Config
+            for part in section:
+                model = model.model_fields[str(part)].annotation
+            valid = ", ".join(model.model_fields)
+            raise InputError(f"config key {key!r} does not exist", where=source, fix=f"valid keys here: {valid}") from None
+        raise InputError(f"{key}: {err['msg']} (got {err.get('input')!r})", where=source,
+                         fix="see `clipsearch train --help` and the presets in clipsearch/presets/") from None
+    validate_components(cfg, source)
+    return cfg
+
+
+def validate_components(cfg: Config, source: str) -> None:
+    """Loss, optimizer and scheduler names and their own hyperparameters, against the registries."""
+    from . import losses, optim
+
+    try:
+        losses.resolve_loss_params(cfg.loss.name, cfg.loss.params, where="loss")
+        optim.resolve_optimizer_params(cfg.optimizer.name, cfg.optimizer.params, where="optimizer")
+        optim.resolve_scheduler_params(cfg.scheduler.name, cfg.scheduler.params, where="scheduler")
+    except InputError as exc:
+        exc.where = f"{source}: {exc.where}" if exc.where else source
+        raise InputError(exc.what, where=exc.where, fix=exc.fix) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), quick: bool = False) -> Config:
+    """Preset (quick or default) <- YAML file <- --set overrides, validated."""
+    raw = read_yaml(PRESETS / ("quick.yaml" if quick else "default.yaml"))
+    source = "quick preset" if quick else "default preset"
+    if path is not None:
+        user = read_yaml(path)
+        for section in ("loss", "optimizer", "scheduler"):
+            if isinstance(user.get(section), dict) and "name" in user[section]:
+                switch_component(raw, section, user[section]["name"])
+        raw = merge(raw, user)
+        source = str(path)
+    for item in overrides:
+        keys, value = parse_override(item)
+        if len(keys) == 2 and keys[1] == "name" and keys[0] in ("loss", "optimizer", "scheduler"):
+            switch_component(raw, keys[0], value)
+        set_dotted(raw, keys, value)
+    if overrides:
+        source = f"{source} + --set"
+    return build_config(raw, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), encoding="utf-8")

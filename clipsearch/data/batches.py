@@ -1,0 +1,100 @@
+"""Batches for the trainer, from decoded images and pre-tokenised captions.
+
+Everything a step needs already sits in memory (or in a memmap of the decoded-image cache):
+images as uint8 (N, S, S, 3), each distinct caption tokenised once. A batch is then a few
+tensor indexing operations, so no DataLoader workers are needed and nothing is decoded twice
+(the per-item PIL decode is the bottleneck `clipsearch bench train` measures against).
+
+Randomness (the epoch's order, which caption of each image, the shifts) comes from one
+`torch.Generator` whose state the trainer checkpoints: a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .imageset import ImageTextSet
+
+# Channel statistics used to normalise images. One pair for every tower: the towers train from
+# the data (or fine-tune), so the exact values matter less than keeping inputs near zero mean.
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+@dataclass
+class TextBank:
+    """Each distinct caption tokenised once; images point at their captions' rows."""
+
+    tokens: dict[str, torch.Tensor]   # (M, L) tensors, one row per distinct caption
+    caption_rows: list[np.ndarray]    # per image: rows of its captions in `tokens`
+
+    @classmethod
+    def build(cls, captions: list[list[str]], tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> "TextBank":
+        distinct: dict[str, int] = {}
+        rows = [np.array([distinct.setdefault(c, len(distinct)) for c in caps], dtype=np.int64) for caps in captions]
+        texts = list(distinct)
+        chunks = [tokenize(texts[i:i + 4096]) for i in range(0, len(texts), 4096)]
+        tokens = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+        return cls(tokens, rows)
+
+    def rows_for(self, images: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        """One caption row per image, chosen at random among the image's captions."""
+        picks = torch.rand(len(images), generator=generator).numpy()
+        return torch.from_numpy(np.array([rows[int(p * len(rows))] for rows, p in
+                                          zip((self.caption_rows[i] for i in images), picks)]))
+
+    def select(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {key: value[rows] for key, value in self.tokens.items()}
+
+
+def to_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S)."""
+    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - MEAN) / STD
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own random offset in [-max_shift, max_shift] (zero padding)."""
+    if max_shift <= 0:
+        return x
+    b, _, s, _ = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)
+    rows = (offsets[0][:, None] + torch.arange(s))[:, :, None]     # (B, S, 1)
+    cols = (offsets[1][:, None] + torch.arange(s))[:, None, :]     # (B, 1, S)
+    batch = torch.arange(b)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass
+class PairBatch:
+    images: torch.Tensor              # (B, 3, S, S) float
+    tokens: dict[str, torch.Tensor]   # (B, L)
+    index: torch.Tensor               # (B,) positions in the training set
+    labels: torch.Tensor | None
+
+
+class PairBatches:
+    """An epoch of image-caption batches: shuffled, one random caption per image, shifted."""
+
+    def __init__(self, data: ImageTextSet, text: TextBank, batch_size: int, augment: bool):
+        self.data, self.text, self.batch_size, self.augment = data, text, batch_size, augment
+        self.max_shift = max(1, data.image_size // 8) if augment else 0
+
+    def __len__(self) -> int:
+        # the last partial batch is kept unless it has one sample (contrastive losses need >= 2)
+        full, rest = divmod(len(self.data), self.batch_size)
+        return full + (1 if rest >= 2 else 0)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[PairBatch]:
+        order = torch.randperm(len(self.data), generator=generator).numpy()
+        for step in range(len(self)):
+            idx = np.sort(order[step * self.batch_size:(step + 1) * self.batch_size])
+            rows = self.text.rows_for(idx, generator)
+            images = random_shift(to_float_images(self.data.images[idx]), self.max_shift, generator)
+            labels = torch.from_numpy(self.data.labels[idx]) if self.data.labels is not None else None
+            yield PairBatch(images, self.text.select(rows), torch.from_numpy(idx), labels)

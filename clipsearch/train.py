@@ -1,0 +1,230 @@
+"""`train(cfg, report=...)`: one contrastive training run, read top to bottom.
+
+The loop knows nothing of Ray or MLflow: after every epoch it writes a checkpoint and calls
+`report(metrics, checkpoint_dir)`; the Ray trainable forwards that to `tune.report`, the CLI
+prints it. A run given `resume_from` (a checkpoint directory) continues exactly where that
+checkpoint left off: model, optimizer, scheduler, the loss's per-sample state, the data RNG and
+the epoch, so its metrics equal those of an unbroken run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics as M
+from .config import Config, save_config
+from .data import EvalSets, check_sources, load_eval_sets, load_training_set
+from .data.batches import PairBatches, TextBank, to_float_images
+from .losses import build_loss
+from .models import DualEncoder, build_dual_encoder, resolve_device
+from .optim import build_optimizer, build_scheduler
+
+Report = Callable[[dict, Path | None], None]
+CHECKPOINT_FILE = "state.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf: training stops at once instead of training on garbage."""
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides the modules: where the run is and how it has done."""
+
+    epoch: int = 0                       # epochs completed
+    step: int = 0                        # optimizer updates done
+    best_objective: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+
+
+def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None = None,
+          resume_from: str | Path | None = None, progress: bool = False) -> dict:
+    """Train a dual encoder as `cfg` says; returns the last epoch's metrics plus best_*.
+
+    run_dir: where checkpoints go (`checkpoint/state.pt` each epoch, `best/model.pt` at the best
+    epoch); None keeps nothing on disk. resume_from: a checkpoint directory to continue from.
+    """
+    check_sources(cfg.data)
+    torch.manual_seed(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+
+    train_set = load_training_set(cfg.data)
+    eval_sets = load_eval_sets(cfg.data)
+    model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
+    model.to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    text_bank = TextBank.build(train_set.captions, tokenize)
+    batches = PairBatches(train_set, text_bank, cfg.train.batch_size, cfg.data.augment)
+    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(train_set)).to(device)
+    optimizer = build_optimizer([model, loss_fn], cfg.optimizer.name, cfg.optimizer.lr,
+                                cfg.optimizer.weight_decay, cfg.optimizer.params)
+    steps_per_epoch = min(len(batches), cfg.train.max_steps_per_epoch or len(batches))
+    schedule = build_scheduler(optimizer, cfg.scheduler.name, cfg.scheduler.params, cfg.train.epochs, steps_per_epoch)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    evaluator = Evaluator(eval_sets, tokenize, device, cfg.eval.batch_size)
+
+    state = RunState()
+    if resume_from is not None:
+        state = load_checkpoint(Path(resume_from), model, loss_fn, optimizer, schedule, generator)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    autocast = _autocast(cfg.train.precision, device)
+    last: dict = {}
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        train_metrics = train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, device,
+                                        autocast, cfg.train.grad_clip, steps_per_epoch, state, progress, epoch)
+        state.epoch = epoch
+        last = {"epoch": epoch, **train_metrics, **{f"loss_{k}": v for k, v in loss_fn.epoch_diagnostics().items()}}
+        if epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs:
+            evaluation = evaluator(model, autocast)
+            last.update(evaluation)
+            schedule.after_epoch(epoch, evaluation["objective"])
+            if evaluation["objective"] > state.best_objective:
+                state.best_objective, state.best_epoch = evaluation["objective"], epoch
+                state.best_metrics = evaluation
+                if run_dir is not None:
+                    _atomic_save({"model": model.state_dict()}, run_dir / "best" / "model.pt")
+        last.update(best_objective=state.best_objective, best_epoch=state.best_epoch,
+                    epoch_seconds=time.perf_counter() - started)
+        checkpoint = None
+        if run_dir is not None:
+            checkpoint = run_dir / "checkpoint"
+            save_checkpoint(checkpoint, model, loss_fn, optimizer, schedule, generator, state)
+        if report is not None:
+            report(dict(last), checkpoint)
+    return {**last, **{f"best_{k}": v for k, v in state.best_metrics.items()}}
+
+
+def train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, device, autocast,
+                    grad_clip, steps, state, progress, epoch) -> dict:
+    totals: dict[str, float] = {}
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
+    for i, batch in enumerate(batches.epoch(generator)):
+        if i >= steps:
+            break  # max_steps_per_epoch; the generator has drawn this epoch's order either way
+        images = batch.images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        tokens = {k: v.to(device, non_blocking=True) for k, v in batch.tokens.items()}
+        with autocast:
+            image_emb, text_emb = model(images, tokens)
+        out = loss_fn(image_emb.float(), text_emb.float(), index=batch.index.to(device),
+                      labels=None if batch.labels is None else batch.labels.to(device))
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {i + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        optimizer.step()
+        state.step += 1
+        schedule.after_step(state.step)
+        for key, value in out.items():
+            totals[key] = totals.get(key, 0.0) + float(value.detach())  # one sync per key: fine at this scale
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}")
+    bar.close()
+    n = max(min(steps, len(batches)), 1)
+    return {("train_loss" if k == "loss" else f"train_{k}"): v / n for k, v in totals.items()} | {"lr": schedule.lr()}
+
+
+class Evaluator:
+    """TR@k / IR@k on the retrieval set, zero-shot ACC@k on the classification set, objective."""
+
+    def __init__(self, sets: EvalSets, tokenize, device: torch.device, batch_size: int):
+        self.sets, self.device, self.batch_size = sets, device, batch_size
+        # Encode each distinct caption once, then give every (image, caption) pair its own row:
+        # a text shared by two images is two rows with equal embeddings, a tie that counts
+        # against the query (see metrics.retrieval_metrics).
+        self.text = TextBank.build(sets.retrieval.captions, tokenize)
+        self.pair_rows = torch.from_numpy(np.concatenate(self.text.caption_rows))
+        self.text_to_image = torch.from_numpy(np.repeat(np.arange(len(sets.retrieval)),
+                                                        [len(r) for r in self.text.caption_rows]))
+        names = sets.zeroshot.class_names
+        self.prompts = tokenize([p.format(c) for c in names for p in sets.prompts])
+        self.n_classes, self.n_prompts = len(names), len(sets.prompts)
+
+    @torch.no_grad()
+    def __call__(self, model: DualEncoder, autocast) -> dict[str, float]:
+        model.eval()
+        with autocast:
+            images = self._images(model, self.sets.retrieval.images)
+            texts = self._texts(model, self.text.tokens)[self.pair_rows]
+            zs_images = self._images(model, self.sets.zeroshot.images)
+            prompts = self._texts(model, self.prompts).view(self.n_classes, self.n_prompts, -1)
+        out = M.retrieval_metrics(images, texts, self.text_to_image)
+        classifier = M.zeroshot_classifier(prompts)
+        out.update(M.topk_accuracy(zs_images @ classifier.T, torch.from_numpy(self.sets.zeroshot.labels)))
+        out["objective"] = M.objective(out)
+        return {k.replace("@", ""): float(v) for k, v in out.items()}
+
+    def _images(self, model, images) -> torch.Tensor:
+        chunks = []
+        for i in range(0, len(images), self.batch_size):
+            x = to_float_images(images[i:i + self.batch_size]).to(self.device)
+            chunks.append(model.encode_image(x).float().cpu())
+        return torch.cat(chunks)
+
+    def _texts(self, model, tokens) -> torch.Tensor:
+        n = len(next(iter(tokens.values())))
+        return torch.cat([model.encode_text({k: v[i:i + self.batch_size].to(self.device) for k, v in tokens.items()})
+                          .float().cpu() for i in range(0, n, self.batch_size)])
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def _atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator, state: RunState) -> None:
+    _atomic_save({
+        "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(), "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(), "state": vars(state).copy(),
+    }, directory / CHECKPOINT_FILE)
+
+
+def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator) -> RunState:
+    # weights_only: a checkpoint is data; loading one must never run code
+    saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"])
+    loss_fn.load_state_dict(saved["loss"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    return RunState(**saved["state"])

@@ -1,0 +1,76 @@
+"""Config loading: presets, YAML files, --set overrides, and every way a config can be wrong."""
+
+import pytest
+
+from clipsearch.config import load_config, parse_override
+from clipsearch.errors import InputError
+
+
+def test_quick_preset_is_valid_and_tiny():
+    cfg = load_config(quick=True)
+    assert cfg.data.source == "embedded"
+    assert cfg.model.text_tower == "hf:minilm"
+    assert cfg.train.epochs <= 10
+
+
+def test_set_overrides_parse_numbers_and_reach_the_config():
+    cfg = load_config(quick=True, overrides=["optimizer.lr=3e-4", "train.epochs=2", "data.augment=false"])
+    assert cfg.optimizer.lr == pytest.approx(3e-4)
+    assert cfg.train.epochs == 2 and cfg.data.augment is False
+
+
+@pytest.mark.parametrize("item, expected", [("a.b=1e-3", 1e-3), ("a.b=7", 7), ("a.b=adamw", "adamw"), ("a.b=true", True)])
+def test_override_values_are_typed(item, expected):
+    assert parse_override(item)[1] == expected
+
+
+def test_switching_loss_drops_the_old_loss_params():
+    # the quick preset sets clip's temperature; ce has no temperature, so carrying it over
+    # would make a valid override fail
+    cfg = load_config(quick=True, overrides=["loss.name=ce"])
+    assert cfg.loss.name == "ce" and "temperature" not in cfg.loss.params
+
+
+def test_yaml_file_merges_over_preset(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 3\noptimizer:\n  lr: 0.01\n")
+    cfg = load_config(path, quick=True)
+    assert cfg.train.epochs == 3 and cfg.optimizer.lr == 0.01 and cfg.optimizer.name == "adamw"
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["train.epochz=3"], "train.epochz"),
+    (["train.epochs=three"], "train.epochs"),
+    (["train.batch_size=1"], "train.batch_size"),
+    (["data.fraction=0"], "data.fraction"),
+    (["loss.name=nope"], "loss.name"),
+    (["optimizer.name=nope"], "optimizer.name"),
+    (["loss.gamma=0.5"], "loss.gamma"),  # gamma is sogclr's, not clip's
+    (["loss.temperature=-1"], "loss.temperature"),
+    (["nosection.key=1"], "nosection"),
+    (["train.epochs"], "--set"),
+])
+def test_bad_config_is_one_input_error_naming_the_key(overrides, named):
+    with pytest.raises(InputError) as info:
+        load_config(quick=True, overrides=overrides)
+    line = info.value.one_line()
+    assert named in line and "\n" not in line
+
+
+def test_yaml_python_tags_are_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(path, quick=True)
+
+
+def test_missing_config_file_names_it(tmp_path):
+    with pytest.raises(InputError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_config_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(InputError, match="mapping"):
+        load_config(path)

@@ -1,0 +1,75 @@
+"""The training entry point end to end on CPU: it learns, it is deterministic, it resumes exactly."""
+
+import math
+
+import pytest
+import torch
+
+from clipsearch.config import load_config
+from clipsearch.train import NonFiniteLossError, train
+
+TINY = ["data.fraction=0.1", "train.batch_size=32", "train.epochs=3", "train.threads=1", "eval.batch_size=1024"]
+
+
+def tiny(*more):
+    return load_config(quick=True, overrides=TINY + list(more))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_train_reports_every_epoch_and_writes_checkpoints(tmp_path):
+    seen = []
+    result = train(tiny(), report=lambda m, ckpt: seen.append((m, ckpt)), run_dir=tmp_path)
+    assert [m["epoch"] for m, _ in seen] == [1, 2, 3]
+    for key in ("train_loss", "tr1", "ir1", "acc1", "acc5", "objective", "lr", "best_objective", "best_epoch"):
+        assert key in seen[-1][0] and math.isfinite(seen[-1][0][key])
+    assert (tmp_path / "checkpoint" / "state.pt").is_file() and (tmp_path / "best" / "model.pt").is_file()
+    assert result["best_epoch"] in (1, 2, 3)
+    assert result["best_objective"] == max(m["objective"] for m, _ in seen)
+
+
+def test_same_config_and_seed_gives_same_metrics():
+    a = train(tiny("train.epochs=2"))
+    b = train(tiny("train.epochs=2"))
+    assert a == {**b, "epoch_seconds": a["epoch_seconds"]}
+
+
+def test_different_seed_gives_different_metrics():
+    a = train(tiny("train.epochs=1"))
+    b = train(tiny("train.epochs=1", "seed=1"))
+    assert a["train_loss"] != b["train_loss"]
+
+
+def test_run_stopped_after_epoch_k_and_resumed_ends_like_an_unbroken_run(tmp_path):
+    unbroken = train(tiny(), run_dir=tmp_path / "unbroken")
+
+    def crash_after_two(metrics, checkpoint):
+        if metrics["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(tiny(), report=crash_after_two, run_dir=tmp_path / "broken")
+    resumed = train(tiny(), run_dir=tmp_path / "broken", resume_from=tmp_path / "broken" / "checkpoint")
+    drop = {"epoch_seconds"}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in unbroken.items() if k not in drop}
+
+
+def test_non_finite_loss_stops_training_at_once(monkeypatch):
+    from clipsearch.losses.clip import ClipLoss
+
+    calls = []
+    original = ClipLoss.forward
+
+    def nan_on_third_step(self, *args, **kwargs):
+        calls.append(1)
+        out = original(self, *args, **kwargs)
+        if len(calls) == 3:
+            out["loss"] = out["loss"] * torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(ClipLoss, "forward", nan_on_third_step)
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        train(tiny())
+    assert len(calls) == 3
