@@ -221,7 +221,14 @@ def validate_components(cfg: Config, source: str) -> None:
     try:
         losses.resolve_loss_params(cfg.loss.name, cfg.loss.params, where="loss")
         optim.resolve_optimizer_params(cfg.optimizer.name, cfg.optimizer.params, where="optimizer")
-        optim.resolve_scheduler_params(cfg.scheduler.name, cfg.scheduler.params, where="scheduler")
+        schedule = optim.resolve_scheduler_params(cfg.scheduler.name, cfg.scheduler.params, where="scheduler")
+        # the same rule the scheduler enforces at build time, checked here so that it fails
+        # before data and models load
+        held = schedule.get("warmup_epochs", 0) + schedule.get("cooldown_epochs", 0)
+        if cfg.scheduler.name in ("cosine", "tanh") and held >= cfg.train.epochs:
+            raise InputError(f"warmup_epochs + cooldown_epochs = {held} leave none of the {cfg.train.epochs} "
+                             "epochs to anneal in", where="scheduler.warmup_epochs",
+                             fix="lower warmup_epochs / cooldown_epochs or raise train.epochs")
     except InputError as exc:
         exc.where = f"{source}: {exc.where}" if exc.where else source
         raise InputError(exc.what, where=exc.where, fix=exc.fix) from None

@@ -411,7 +411,8 @@ def _check_labels(
             f"{name} must be a {ndim}-d integer tensor with {length} rows, got {labels.dtype} {tuple(labels.shape)}"
         )
     if num_values is not None and labels.numel() and (labels.min() < 0 or labels.max() >= num_values):
-        raise ValueError(f"{name} must hold values in [0, {num_values}), got [{int(labels.min())}, {int(labels.max())}]")
+        found = f"[{int(labels.min())}, {int(labels.max())}]"
+        raise ValueError(f"{name} must hold values in [0, {num_values}), got values in {found}")
     return labels.long()
 
 

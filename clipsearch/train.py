@@ -142,7 +142,7 @@ def train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, dev
         for key, value in out.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())  # one sync per key: fine at this scale
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{totals['loss'] / (i + 1):.4f}")
     bar.close()
     n = max(min(steps, len(batches)), 1)
     return {("train_loss" if k == "loss" else f"train_{k}"): v / n for k, v in totals.items()} | {"lr": schedule.lr()}

@@ -43,9 +43,14 @@ def first_correct_rank(scores, correct):
 
 def naive_retrieval(image_emb, text_emb, text_to_image, ks):
     images, texts, owner = image_emb.tolist(), text_emb.tolist(), text_to_image.tolist()
+    tr_ranks, ir_ranks = [], []
+    for i, u in enumerate(images):
+        scores = [dot(u, v) for v in texts]
+        tr_ranks.append(first_correct_rank(scores, [owner[c] == i for c in range(len(texts))]))
+    for c, v in enumerate(texts):
+        scores = [dot(v, u) for u in images]
+        ir_ranks.append(first_correct_rank(scores, [i == owner[c] for i in range(len(images))]))
     metrics = {}
-    tr_ranks = [first_correct_rank([dot(u, v) for v in texts], [o == i for o in owner]) for i, u in enumerate(images)]
-    ir_ranks = [first_correct_rank([dot(v, u) for u in images], [i == owner[c] for i in range(len(images))]) for c, v in enumerate(texts)]
     for name, ranks in (("tr", tr_ranks), ("ir", ir_ranks)):
         for k in ks:
             metrics[f"{name}@{k}"] = 100.0 * sum(r < k for r in ranks) / len(ranks)
@@ -56,7 +61,8 @@ def naive_retrieval(image_emb, text_emb, text_to_image, ks):
 def naive_query_gallery(query_emb, query_labels, gallery_emb, gallery_labels, ks):
     queries, gallery = query_emb.tolist(), gallery_emb.tolist()
     size = len(gallery)
-    sums = {key: 0.0 for key in ["accuracy@1", "map@r"] + [f"precision@{k}" for k in ks] + [f"hit@{k}" for k in {*ks, 1, 5, 10}]}
+    keys = ["accuracy@1", "map@r"] + [f"precision@{k}" for k in ks] + [f"hit@{k}" for k in {*ks, 1, 5, 10}]
+    sums = dict.fromkeys(keys, 0.0)
     without_match = 0
     for u, label in zip(queries, query_labels.tolist()):
         correct = [g == label for g in gallery_labels.tolist()]
@@ -232,10 +238,12 @@ def test_knn_classify_matches_naive_vote(weighted):
         nearest = sorted(range(60), key=lambda j: -scores[j])[:4]
         votes = {}
         for j in nearest:
-            votes[int(train_labels[j])] = votes.get(int(train_labels[j]), 0.0) + (max(scores[j], 0.0) if weighted else 1.0)
+            label = int(train_labels[j])
+            votes[label] = votes.get(label, 0.0) + (max(scores[j], 0.0) if weighted else 1.0)
         best = max(votes.values())
         # a tied vote goes to the class of the nearer neighbour
-        expected.append(next(int(train_labels[j]) for j in nearest if math.isclose(votes[int(train_labels[j])], best)))
+        winner = next(j for j in nearest if math.isclose(votes[int(train_labels[j])], best))
+        expected.append(int(train_labels[winner]))
     assert knn_classify(train, train_labels, test, k=4, weighted=weighted).tolist() == expected
 
 
