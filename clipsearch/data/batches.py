@@ -70,6 +70,25 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
+def random_low_resolution(x: torch.Tensor, generator: torch.Generator, share: float = 0.5) -> torch.Tensor:
+    """Blur a random share of the batch by resizing it down to a random side in [S/4, S] and back.
+
+    Training images are often sharper than the images a model meets later (scans, thumbnails:
+    the embedded zero-shot digits are 8 x 8); seeing low-resolution versions keeps the image
+    tower from relying on fine detail only.
+    """
+    b, _, s, _ = x.shape
+    chosen = torch.rand(b, generator=generator) < share
+    side = int(torch.randint(max(2, s // 4), s + 1, (1,), generator=generator))
+    if not chosen.any() or side == s:
+        return x
+    small = torch.nn.functional.interpolate(x[chosen], size=(side, side), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    x = x.clone()
+    x[chosen] = torch.nn.functional.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+    return x
+
+
 @dataclass
 class PairBatch:
     images: torch.Tensor              # (B, 3, S, S) float
@@ -95,6 +114,8 @@ class PairBatches:
         for step in range(len(self)):
             idx = np.sort(order[step * self.batch_size:(step + 1) * self.batch_size])
             rows = self.text.rows_for(idx, generator)
-            images = random_shift(to_float_images(self.data.images[idx]), self.max_shift, generator)
+            images = to_float_images(self.data.images[idx])
+            if self.augment:
+                images = random_low_resolution(random_shift(images, self.max_shift, generator), generator)
             labels = torch.from_numpy(self.data.labels[idx]) if self.data.labels is not None else None
             yield PairBatch(images, self.text.select(rows), torch.from_numpy(idx), labels)
