@@ -104,7 +104,8 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
                 if run_dir is not None:
                     _atomic_save({"model": model.state_dict()}, run_dir / "best" / "model.pt")
         last.update(best_objective=state.best_objective, best_epoch=state.best_epoch,
-                    epoch_seconds=time.perf_counter() - started)
+                    epoch_seconds=time.perf_counter() - started, train_images=len(train_set),
+                    skipped_images=len(train_set.skipped))
         checkpoint = None
         if run_dir is not None:
             checkpoint = run_dir / "checkpoint"
@@ -117,7 +118,8 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
 def train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, device, autocast,
                     grad_clip, steps, state, progress, epoch) -> dict:
     totals: dict[str, float] = {}
-    bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (logs, CI, Ray workers)
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=None if progress else True, leave=False, dynamic_ncols=True)
     for i, batch in enumerate(batches.epoch(generator)):
         if i >= steps:
             break  # max_steps_per_epoch; the generator has drawn this epoch's order either way

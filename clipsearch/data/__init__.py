@@ -8,6 +8,8 @@ from pathlib import Path
 from .imageset import ImageTextSet
 
 EMBEDDED = "embedded"
+#: zero-shot prompt templates for real data (the embedded digits have their own, see embedded.py)
+GENERIC_PROMPTS = ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "{}"]
 
 
 @dataclass
@@ -42,13 +44,14 @@ def load_eval_sets(data_cfg) -> EvalSets:
         retrieval = load_coco_set(data_cfg.val_source, data_cfg.image_size, data_cfg.cache_dir,
                                   image_root=data_cfg.val_image_root, on_corrupt=data_cfg.on_corrupt)
     if data_cfg.zeroshot_source == EMBEDDED:
-        zeroshot = sklearn_digits(data_cfg.image_size)
+        zeroshot, prompts = sklearn_digits(data_cfg.image_size), PROMPTS
     else:
         from .readers import load_image_folder_set
 
         zeroshot = load_image_folder_set(data_cfg.zeroshot_source, data_cfg.image_size, data_cfg.cache_dir,
                                          on_corrupt=data_cfg.on_corrupt)
-    return EvalSets(retrieval, zeroshot, list(PROMPTS))
+        prompts = GENERIC_PROMPTS
+    return EvalSets(retrieval, zeroshot, list(prompts))
 
 
 def check_sources(data_cfg) -> None:

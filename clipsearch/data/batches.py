@@ -53,7 +53,7 @@ class TextBank:
 
 def to_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S)."""
-    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)  # a copy: memmaps are read-only
     return (x - MEAN) / STD
 
 

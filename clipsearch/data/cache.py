@@ -281,7 +281,8 @@ def _decode_all(
     failures: list[tuple[int, str, str]] = []
     pending: deque[tuple[int, str, Future]] = deque()
     bar = tqdm(total=len(out), desc=f"decoding images to {image_size}px", unit="img",
-               file=sys.stderr, disable=not progress, mininterval=1.0)
+               # disable=None: no bar when stderr is not a terminal (logs, CI, Ray workers)
+               file=sys.stderr, disable=None if progress else True, mininterval=1.0)
     with bar, ThreadPoolExecutor(max_workers=workers) as pool:
         for index, source in enumerate(sources):
             future = pool.submit(_decode_into, source, out, index, image_size)

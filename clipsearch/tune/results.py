@@ -1,0 +1,160 @@
+"""A phase's files under results/EXP/PHASE: trials.csv, best.json, phase.json. No Ray.
+
+trials.csv: one row per trial: trial_id, status, rank (blank when not ranked), epochs (the
+last epoch reached), seconds, num_failures, stopped_early, the trial's config as `config/KEY`
+columns, the metrics of its last epoch, best_epoch and the metrics of its best epoch as
+`best_METRIC`, and the error of an errored trial.
+best.json: the best trial's config and metrics, what the next phase reads.
+phase.json: what the driver needs to resume the phase (settings, paths, the MLflow parent run).
+
+All three are written to a temporary file beside the target and renamed into place, so a
+reader (or the next phase) never sees half a file, even if the driver dies mid-write.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .ranking import RULE, Ranked, TrialRecord, rank_trials
+
+TRIALS_CSV, BEST_JSON, PHASE_JSON = "trials.csv", "best.json", "phase.json"
+#: what train() reports that is bookkeeping rather than a result worth a column of its own
+_NOT_FINAL = {"best_objective", "best_epoch"}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars from Ray's dataframes
+        return value.item()
+    return str(value)
+
+
+def read_json(path: Path, what: str, fix: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", where=str(path), fix=fix) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{what} is unreadable ({exc.__class__.__name__})", where=str(path), fix=fix) from None
+
+
+# ------------------------------------------------------------------------------ trials.csv
+
+def trial_rows(records: list[TrialRecord], ranked: list[Ranked], metric: str, epochs: int) -> list[dict]:
+    ranks = {r.record.trial_id: r for r in ranked}
+    rows = []
+    for record in records:
+        r = ranks.get(record.trial_id)
+        last = record.history[-1] if record.history else {}
+        best = record.best_row(metric)
+        row = {"trial_id": record.trial_id, "status": record.status, "rank": r.rank if r else None,
+               "epochs": record.reach, "seconds": round(record.seconds, 3), "num_failures": record.num_failures,
+               "stopped_early": record.status == "TERMINATED" and record.reach < epochs}
+        row |= {f"config/{k}": v for k, v in record.config.items()}
+        row |= {k: v for k, v in last.items() if k not in _NOT_FINAL and k != "epoch"}
+        row |= {"best_epoch": best.get("epoch")}
+        row |= {f"best_{k}": v for k, v in best.items() if k not in _NOT_FINAL and k != "epoch" and not k.startswith("train_")}
+        row["error"] = record.error
+        rows.append(row)
+    return sorted(rows, key=lambda row: (row["rank"] is None, row["rank"] or 0))
+
+
+def write_trials_csv(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    # config columns together after the bookkeeping ones, the error last
+    columns.sort(key=lambda c: (c == "error", not c.startswith("config/") and columns.index(c) > 6))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly
+    return str(value)
+
+
+def read_trials_csv(path: Path) -> list[dict]:
+    """trials.csv with typed cells (numbers, booleans, None for blanks); config keys gathered
+    under "config" as a flat dict."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no trials.csv", where=str(path), fix="run the previous phase first") from None
+    rows = []
+    for raw in csv.DictReader(io.StringIO(text)):
+        row = {k: _parse(v) for k, v in raw.items() if not k.startswith("config/")}
+        row["config"] = {k[len("config/"):]: _parse(v) for k, v in raw.items() if k.startswith("config/") and v != ""}
+        rows.append(row)
+    return rows
+
+
+def _parse(cell: str | None) -> Any:
+    if cell is None or cell == "":
+        return None
+    if cell in ("True", "False"):
+        return cell == "True"
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
+
+
+def ranked_rows(rows: list[dict]) -> list[dict]:
+    """The ranked trials of a trials.csv, best first."""
+    return sorted((r for r in rows if r.get("rank") is not None), key=lambda r: r["rank"])
+
+
+# ------------------------------------------------------------------------------ best.json
+
+def best_summary(phase: str, experiment: str, metric: str, records: list[TrialRecord],
+                 searched: list[str], resolved: dict[str, Any] | None) -> dict | None:
+    """best.json's content: the best trial by the ranking rule, or None when none ranked."""
+    ranked = rank_trials(records, metric)
+    if not ranked:
+        return None
+    top = ranked[0]
+    best = top.record.best_row(metric)
+    return {
+        "phase": phase, "experiment": experiment, "metric": metric, "rule": RULE,
+        "trial_id": top.record.trial_id, "compared_at_epoch": top.reach, "score": top.score,
+        "best_epoch": best.get("epoch"), "best_metrics": _clean(best),
+        "final_metrics": _clean(top.record.history[-1]),
+        "config": top.record.config,
+        "searched": searched,
+        "decided": {k: v for k, v in top.record.config.items() if k in searched},
+        "resolved_config": resolved,
+        "checkpoint": top.record.checkpoint,
+        "trials": len(records), "ranked": len(ranked),
+        "errored": sum(r.status == "ERROR" for r in records),
+    }
+
+
+def _clean(row: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}

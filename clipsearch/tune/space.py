@@ -1,0 +1,606 @@
+"""Search spaces: the YAML files in search_spaces/, read and checked before Ray starts.
+
+A file names the config the trials start from, the metric to maximise, the trial budget and
+the parameters:
+
+    base: quick               # preset (quick | default) or a config YAML path
+    metric: objective         # maximised
+    num_samples: 24           # trials (phase 2: repeats of the grid)
+    max_concurrent: 2
+    asha: {grace_period: 1, reduction_factor: 2}    # phase 1 only; max_t = train.epochs
+    top_optimizers: 3                               # phase 2 only
+    params:
+      loss.name: {choice: [sogclr, isogclr]}
+      optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      optimizer.momentum: {uniform: [0.8, 0.99], when: {optimizer.name: [momentum, rmsprop]}}
+      optimizer.weight_decay: {loguniform: [0.3, 3.0], relative: true}   # phase 3: x phase 2's value
+      train.epochs: 4         # a constant
+
+Distributions: uniform [low, high], loguniform [low, high] (low > 0), int [low, high]
+(inclusive), choice [...], grid [...]. `when: {param: [values]}` makes a parameter exist only
+in trials where `param` takes one of `values`. `relative: true` (phase 3) reads the bounds as
+factors of the value phase 2's best trial ran with. Keys are dotted config keys.
+
+Every problem raises `InputError` naming the file, the key and the fix. Beyond the format, the
+parameters are checked against the config and the registries by building the config of
+every combination of component names (loss, optimizer, scheduler) and `when` targets, with the
+numeric parameters at their low and at their high bounds: a key that does not exist, a value
+out of a component's range, or a loss parameter given to a loss that does not take it (which
+must then be made conditional on the losses that do) is reported before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import PRESETS, Config, build_config, read_yaml, set_dotted, switch_component
+from ..errors import InputError
+
+NUMERIC = ("uniform", "loguniform", "int")
+LISTS = ("choice", "grid")
+DISTRIBUTIONS = NUMERIC + LISTS
+#: metrics train() reports after every evaluation; any of them can be maximised
+METRICS = ("objective", "tr1", "tr5", "tr10", "ir1", "ir5", "ir10", "r_mean", "acc1", "acc5")
+COMPONENTS = ("loss", "optimizer", "scheduler")
+#: config keys holding paths: made absolute on the driver, because a trial runs in its own
+#: working directory
+PATH_KEYS = ("data.source", "data.image_root", "data.val_source", "data.val_image_root",
+             "data.zeroshot_source", "data.cache_dir", "model.image_weights", "model.text_weights")
+_MAX_COMBINATIONS = 5000
+
+
+@dataclass(frozen=True)
+class PhaseKind:
+    """What a phase's space file may hold."""
+
+    name: str
+    search: str                        # "optuna" (phases 1, 3) or "grid" (phase 2)
+    extra_keys: tuple[str, ...] = ()   # top-level keys beyond the common ones
+    provided: tuple[str, ...] = ()     # keys the phase sets from the previous phase's results
+    relative: bool = False             # whether `relative: true` bounds are allowed
+
+
+PHASES = {
+    "phase1": PhaseKind("phase1", "optuna", extra_keys=("asha",)),
+    "phase2": PhaseKind("phase2", "grid", extra_keys=("top_optimizers",), provided=("optimizer.name",)),
+    "phase3": PhaseKind("phase3", "optuna", provided=("loss.name", "optimizer.name"), relative=True),
+}
+_COMMON_KEYS = ("base", "metric", "num_samples", "max_concurrent", "params")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter: a distribution over a config key, maybe conditional."""
+
+    key: str
+    kind: str                                  # one of DISTRIBUTIONS
+    values: tuple                              # (low, high) or the choices
+    when: dict[str, tuple] = field(default_factory=dict)
+    relative: bool = False
+
+    def active(self, known: dict[str, Any]) -> bool:
+        """Whether the parameter exists in a trial whose other values are `known`."""
+        return all(known.get(k) in allowed for k, allowed in self.when.items())
+
+    def suggest(self, trial) -> Any:
+        """Draw the value from an Optuna trial (define-by-run)."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.values))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, *self.values)
+        return trial.suggest_float(self.key, *self.values, log=self.kind == "loguniform")
+
+    def corner(self, i: int) -> Any:
+        """The i-th value the config check tries: low / high bounds, every choice in turn."""
+        if self.kind in LISTS:
+            return self.values[i % len(self.values)]
+        return self.values[i % 2]
+
+    def scaled(self, centre: float, clip: tuple[float | None, float | None]) -> Param:
+        """The absolute parameter of a `relative: true` one: bounds times `centre`, kept in `clip`."""
+        low, high = (v * centre for v in self.values)
+        if clip[0] is not None:
+            low, high = max(low, clip[0]), max(high, clip[0])
+        if clip[1] is not None:
+            low, high = min(low, clip[1]), min(high, clip[1])
+        return Param(self.key, self.kind, (low, high), self.when)
+
+
+@dataclass
+class SearchSpace:
+    """A validated space file."""
+
+    path: str
+    phase: str
+    base: str                          # "quick", "default" or an absolute config path
+    base_raw: dict[str, Any]           # the base config as a raw mapping (paths made absolute)
+    metric: str
+    num_samples: int
+    max_concurrent: int
+    constants: dict[str, Any]
+    params: list[Param]                # in an order where every `when` target comes first
+    asha: dict[str, int] = field(default_factory=dict)
+    top_optimizers: int = 3
+
+    @property
+    def keys(self) -> set[str]:
+        return set(self.constants) | {p.key for p in self.params}
+
+    def grid_axes(self) -> dict[str, list]:
+        return {p.key: list(p.values) for p in self.params if p.kind == "grid"}
+
+    def epochs(self, carried: dict[str, Any] | None = None) -> int:
+        """train.epochs of the trials (a constant, or what they start from)."""
+        return build_trial_config(self.base_raw, {**(carried or {}), **self.constants}, self.path).train.epochs
+
+
+class OptunaSpace:
+    """Optuna's define-by-run space (phases 1 and 3): conditional parameters are drawn only in
+    trials where their condition holds, so TPE never sees a dead knob.
+
+    A plain class rather than a closure: Ray pickles the searcher, this object with it, to
+    restore an interrupted phase.
+    """
+
+    def __init__(self, params: list[Param], constants: dict[str, Any]):
+        self.params, self.constants = params, constants
+
+    def __call__(self, trial) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if param.active({**self.constants, **values}):
+                values[param.key] = param.suggest(trial)
+        # Ray merges these with the suggested values into the trial's config
+        return dict(self.constants)
+
+
+# ------------------------------------------------------------------------------ trial configs
+
+def apply_values(base_raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Flat dotted `values` set over a copy of `base_raw`. Component names go first so that a
+    new loss / optimizer / scheduler drops the base's parameters of the old one."""
+    raw = copy.deepcopy(base_raw)
+    for section in COMPONENTS:
+        name_key = f"{section}.name"
+        if name_key in values:
+            switch_component(raw, section, values[name_key])
+    for key, value in values.items():
+        set_dotted(raw, key.split("."), value)
+    return raw
+
+
+def build_trial_config(base_raw: dict[str, Any], values: dict[str, Any], source: str) -> Config:
+    return build_config(apply_values(base_raw, values), source)
+
+
+def resolved_flat(cfg: Config) -> dict[str, Any]:
+    """cfg.flat() with every component parameter the registries default filled in: the values
+    a run actually used (what phase 3 centres its relative ranges on)."""
+    from ..losses import resolve_loss_params
+    from ..optim import resolve_optimizer_params, resolve_scheduler_params
+
+    flat = cfg.flat()
+    for section, resolve in (("loss", resolve_loss_params), ("optimizer", resolve_optimizer_params),
+                             ("scheduler", resolve_scheduler_params)):
+        part = getattr(cfg, section)
+        for key, value in resolve(part.name, part.params).items():
+            flat.setdefault(f"{section}.{key}", value)
+    return flat
+
+
+def absolute_paths(values: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Path-valued keys made absolute against `root` (the directory the command runs in)."""
+    out = dict(values)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value and value != "embedded" and "://" not in value \
+                and not os.path.isabs(value):
+            out[key] = str(root / value)
+    return out
+
+
+# ------------------------------------------------------------------------------ loading
+
+def default_space_path(phase: str, quick: bool, folder: Path | None = None) -> Path:
+    """search_spaces/PHASE.yaml, or PHASE_quick.yaml for --quick."""
+    folder = folder or Path(__file__).resolve().parents[2] / "search_spaces"
+    return folder / f"{phase}{'_quick' if quick else ''}.yaml"
+
+
+def load_space(path: str | Path, phase: str) -> SearchSpace:
+    """Read and validate a space file for `phase`; InputError on any problem."""
+    kind = PHASES[phase]
+    where = str(path)
+    doc = read_yaml(path)
+    _check_top_level(doc, kind, where)
+    base, base_raw = _load_base(doc.get("base", "quick"), Path(path), where)
+    params_doc = doc.get("params") or {}
+    if not isinstance(params_doc, dict):
+        raise InputError("params must be a mapping of dotted config keys", where=f"{where}: params",
+                         fix="write `params:` with lines like `optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}`")
+    constants, params = {}, []
+    for key, spec in params_doc.items():
+        item = _parse_param(str(key), spec, kind, where)
+        if isinstance(item, Param):
+            params.append(item)
+        else:
+            constants[str(key)] = item
+    space = SearchSpace(
+        path=where, phase=phase, base=base, base_raw=base_raw,
+        metric=_choice_of(doc, "metric", METRICS, "objective", where),
+        num_samples=_positive_int(doc, "num_samples", 1 if kind.search == "grid" else 10, where),
+        max_concurrent=_positive_int(doc, "max_concurrent", 2, where),
+        constants=absolute_paths(constants, Path.cwd()),
+        params=_ordered(params, set(constants) | set(kind.provided), where),
+        top_optimizers=_positive_int(doc, "top_optimizers", 3, where),
+    )
+    _check_conditions(space, kind)
+    check_against_config(space, provided=_provided_values(kind))
+    if phase == "phase1":
+        space.asha = _asha(doc.get("asha", {}), space, where)
+    return space
+
+
+def _check_top_level(doc: dict, kind: PhaseKind, where: str) -> None:
+    allowed = _COMMON_KEYS + kind.extra_keys
+    for key in doc:
+        if key not in allowed:
+            other = [p for p, k in PHASES.items() if key in k.extra_keys]
+            fix = f"`{key}` belongs in a {other[0]} space" if other else f"valid keys: {', '.join(allowed)}"
+            raise InputError(f"unknown key {key!r} in a {kind.name} space", where=f"{where}: {key}", fix=fix)
+
+
+def _load_base(base: Any, space_path: Path, where: str) -> tuple[str, dict]:
+    if not isinstance(base, str) or not base:
+        raise InputError(f"base must be a preset name or a config path, got {base!r}", where=f"{where}: base",
+                         fix="write `base: quick`, `base: default` or `base: path/to/config.yaml`")
+    if base in ("quick", "default"):
+        raw = read_yaml(PRESETS / f"{base}.yaml")
+        return base, _absolute_raw(raw)
+    # a config path: relative to the working directory, else to the space file's folder
+    candidates = [Path(base), space_path.parent / base]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise InputError(f"base config {base!r} not found", where=f"{where}: base",
+                         fix="use quick, default, or a config YAML path (relative to here or to the space file)")
+    from ..config import merge
+
+    raw = merge(read_yaml(PRESETS / "default.yaml"), read_yaml(found))
+    build_config(raw, str(found))  # a broken base is the base's fault: say so before the params
+    return str(found.resolve()), _absolute_raw(raw)
+
+
+def _absolute_raw(raw: dict) -> dict:
+    from ..config import flatten
+
+    flat = flatten(raw)
+    changed = {k: v for k, v in absolute_paths(flat, Path.cwd()).items() if flat[k] != v}
+    return apply_values(raw, changed)
+
+
+def _choice_of(doc: dict, key: str, allowed: tuple, default: str, where: str) -> str:
+    value = doc.get(key, default)
+    if value not in allowed:
+        raise InputError(f"{key} {value!r} is not a metric train() reports", where=f"{where}: {key}",
+                         fix=f"use one of: {', '.join(allowed)}")
+    return value
+
+
+def _positive_int(doc: dict, key: str, default: int, where: str) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{key} must be a whole number >= 1, got {value!r}", where=f"{where}: {key}",
+                         fix=f"write e.g. `{key}: {default}`")
+    return value
+
+
+def _asha(doc: Any, space: SearchSpace, where: str) -> dict[str, int]:
+    if not isinstance(doc, dict):
+        raise InputError("asha must be a mapping", where=f"{where}: asha",
+                         fix="write `asha: {grace_period: 1, reduction_factor: 2}`")
+    unknown = set(doc) - {"grace_period", "reduction_factor"}
+    if unknown:
+        raise InputError(f"unknown asha setting {sorted(unknown)[0]!r}", where=f"{where}: asha",
+                         fix="asha takes grace_period and reduction_factor (max_t is train.epochs)")
+    grace = _positive_int(doc, "grace_period", 1, f"{where}: asha")
+    factor = _positive_int(doc, "reduction_factor", 2, f"{where}: asha")
+    if factor < 2:
+        raise InputError("reduction_factor must be >= 2", where=f"{where}: asha.reduction_factor",
+                         fix="2 keeps the better half at each rung, 3 the best third")
+    if "train.epochs" in {p.key for p in space.params}:
+        raise InputError("train.epochs is searched, but ASHA needs one max_t", where=f"{where}: params.train.epochs",
+                         fix="make train.epochs a constant (ASHA stops the weaker trials early)")
+    epochs = space.epochs()
+    if grace > epochs:
+        raise InputError(f"grace_period {grace} exceeds train.epochs {epochs}", where=f"{where}: asha.grace_period",
+                         fix=f"use a grace_period <= {epochs}")
+    return {"grace_period": grace, "reduction_factor": factor, "max_t": epochs}
+
+
+def _parse_param(key: str, spec: Any, kind: PhaseKind, where: str) -> Param | Any:
+    at = f"{where}: params.{key}"
+    _check_key(key, at)
+    if key in kind.provided:
+        raise InputError(f"{key} is set by {kind.name} from the previous phase's results", where=at,
+                         fix=f"remove {key} from the file")
+    if isinstance(spec, list):
+        raise InputError("a list is not a parameter", where=at, fix="write {choice: [...]} (or {grid: [...]} in phase 2)")
+    if not isinstance(spec, dict):
+        return spec  # a constant
+    dists = [k for k in spec if k in DISTRIBUTIONS]
+    unknown = [k for k in spec if k not in DISTRIBUTIONS + ("when", "relative")]
+    if unknown:
+        raise InputError(f"unknown distribution {unknown[0]!r}", where=at,
+                         fix=f"use one of: {', '.join(DISTRIBUTIONS)} (with optional when:, relative:)")
+    if len(dists) != 1:
+        raise InputError(f"give exactly one distribution, got {len(dists)}", where=at,
+                         fix=f"e.g. {{uniform: [0.5, 1.0]}}; distributions: {', '.join(DISTRIBUTIONS)}")
+    dist = dists[0]
+    _check_phase_allows(dist, spec, kind, at)
+    values = _check_values(dist, spec[dist], at, relative=bool(spec.get("relative")))
+    return Param(key, dist, values, _parse_when(spec.get("when"), at), bool(spec.get("relative")))
+
+
+def _check_key(key: str, at: str) -> None:
+    """A dotted key must name a config field (or a component's registry parameter)."""
+    section, _, name = key.partition(".")
+    fields = Config.model_fields
+    if section not in fields:
+        raise InputError(f"config key {key!r} does not exist", where=at,
+                         fix=f"keys start with one of: {', '.join(fields)}")
+    model = fields[section].annotation
+    is_section = isinstance(model, type) and hasattr(model, "model_fields")
+    if not is_section or not name:
+        if is_section or name:
+            raise InputError(f"config key {key!r} does not exist", where=at,
+                             fix=f"write {section}.KEY" if is_section else f"{section} is a plain value: write {section}")
+        return
+    known = name in model.model_fields or (section in COMPONENTS and "." not in name and _components_taking(section, name))
+    if not known:
+        extra = " or a registry parameter" if section in COMPONENTS else ""
+        raise InputError(f"config key {key!r} does not exist", where=at,
+                         fix=f"{section} keys: {', '.join(model.model_fields)}{extra}")
+
+
+def _check_phase_allows(dist: str, spec: dict, kind: PhaseKind, at: str) -> None:
+    if kind.search == "grid" and dist != "grid":
+        raise InputError(f"{kind.name} is a grid search: {dist} cannot be searched there", where=at,
+                         fix="use {grid: [values]} or a constant")
+    if kind.search == "optuna" and dist == "grid":
+        raise InputError(f"grid is for phase 2 (a grid search); {kind.name} is a Bayesian search", where=at,
+                         fix="use {choice: [values]}")
+    if "relative" in spec:
+        if not isinstance(spec["relative"], bool):
+            raise InputError("relative must be true or false", where=at, fix="write relative: true")
+        if spec["relative"] and not kind.relative:
+            raise InputError(f"relative bounds need a previous phase's value: {kind.name} has none", where=at,
+                             fix="give absolute bounds (relative: true is for phase 3)")
+        if spec["relative"] and dist not in ("uniform", "loguniform"):
+            raise InputError(f"relative works with uniform and loguniform, not {dist}", where=at,
+                             fix="give absolute values")
+    if "when" in spec and dist == "grid":
+        raise InputError("a grid parameter cannot be conditional (the grid is a full product)", where=at,
+                         fix="remove when:, or make it a constant")
+
+
+def _check_values(dist: str, values: Any, at: str, relative: bool) -> tuple:
+    if dist in LISTS:
+        if not isinstance(values, list) or not values:
+            raise InputError(f"{dist} needs a non-empty list of values", where=at, fix=f"write {{{dist}: [a, b]}}")
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise InputError(f"{dist} values must be plain values", where=at, fix="list numbers or names")
+        if len(set(map(repr, values))) != len(values):
+            raise InputError(f"{dist} lists a value twice", where=at, fix="list each value once")
+        return tuple(values)
+    if (not isinstance(values, list) or len(values) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)):
+        raise InputError(f"{dist} needs [low, high], two numbers; got {values!r}", where=at,
+                         fix=f"write {{{dist}: [low, high]}}")
+    low, high = values
+    if not all(math.isfinite(v) for v in values):
+        raise InputError("bounds must be finite numbers", where=at, fix="give finite low and high")
+    if low > high:
+        raise InputError(f"low {low} > high {high}", where=at, fix=f"swap them: [{high}, {low}]")
+    if dist == "int" and not all(isinstance(v, int) for v in values):
+        raise InputError(f"int needs whole-number bounds, got {values}", where=at, fix="write e.g. {int: [1, 8]}")
+    if dist == "loguniform" and low <= 0:
+        raise InputError(f"loguniform needs low > 0, got {low}", where=at,
+                         fix="use a positive low bound, or uniform for ranges that include 0")
+    if relative and low <= 0:
+        raise InputError(f"relative bounds are factors of the previous value and must be > 0, got {low}",
+                         where=at, fix="write e.g. [0.5, 2.0]")
+    return (float(low), float(high)) if dist != "int" else (low, high)
+
+
+def _parse_when(when: Any, at: str) -> dict[str, tuple]:
+    if when is None:
+        return {}
+    if not isinstance(when, dict) or not when:
+        raise InputError("when must map a parameter to the values it must take", where=f"{at}.when",
+                         fix="write when: {optimizer.name: [momentum, rmsprop]}")
+    out = {}
+    for key, allowed in when.items():
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if not allowed:
+            raise InputError(f"when: {key} lists no value", where=f"{at}.when", fix="list the values it applies to")
+        out[str(key)] = tuple(allowed)
+    return out
+
+
+def _ordered(params: list[Param], given: set[str], where: str) -> list[Param]:
+    """Parameters sorted so that each comes after those its `when` reads (define-by-run draws
+    them in this order); an unknown target or a cycle is an error."""
+    by_key = {p.key: p for p in params}
+    for p in params:
+        for target in p.when:
+            if target not in by_key and target not in given:
+                raise InputError(f"when: {target!r} is not a parameter of this space", where=f"{where}: params.{p.key}.when",
+                                 fix=f"condition on one of: {', '.join(sorted(set(by_key) | given))}")
+    done: list[Param] = []
+    pending = list(params)
+    while pending:
+        ready = [p for p in pending if all(t not in by_key or by_key[t] in done for t in p.when)]
+        if not ready:
+            raise InputError("the when: conditions form a cycle", where=f"{where}: params.{pending[0].key}.when",
+                             fix="a parameter cannot depend, through when:, on itself")
+        done.extend(ready)
+        pending = [p for p in pending if p not in ready]
+    return done
+
+
+def _check_conditions(space: SearchSpace, kind: PhaseKind) -> None:
+    """A condition listing a value its target can never take is a typo, not a wish."""
+    provided = _provided_values(kind)
+    for p in space.params:
+        for target, allowed in p.when.items():
+            possible = _possible_values(space, target, provided)
+            if possible is None:
+                continue  # a numeric target: any listed value may occur
+            impossible = [v for v in allowed if v not in possible]
+            if impossible:
+                raise InputError(f"when: {target} can never be {impossible[0]!r}",
+                                 where=f"{space.path}: params.{p.key}.when",
+                                 fix=f"{target} takes: {', '.join(map(str, possible))}")
+
+
+def _provided_values(kind: PhaseKind) -> dict[str, tuple]:
+    """What a key the previous phase sets may be: every CLIP loss, every optimizer."""
+    from ..losses import list_losses, loss_info
+    from ..optim import list_optimizers
+
+    options = {"loss.name": tuple(n for n in list_losses() if loss_info(n).cls.needs_text),
+               "optimizer.name": tuple(list_optimizers())}
+    return {k: options[k] for k in kind.provided}
+
+
+def _possible_values(space: SearchSpace, key: str, provided: dict[str, tuple]) -> tuple | None:
+    if key in space.constants:
+        return (space.constants[key],)
+    if key in provided:
+        return provided[key]
+    param = next((p for p in space.params if p.key == key), None)
+    return param.values if param is not None and param.kind in LISTS else None
+
+
+# ------------------------------------------------------------------------------ config check
+
+def check_against_config(space: SearchSpace, provided: dict[str, tuple] | None = None,
+                         carried: dict[str, Any] | None = None) -> None:
+    """Build the config of every combination of component names and `when` targets, with the
+    other parameters at their bounds; the first failure names the parameter and the fix.
+
+    provided: values a key set by the previous phase may take; carried: the config values a
+    phase starts from (phase 3: phase 2's best), laid under the constants.
+    """
+    provided, carried = provided or {}, carried or {}
+    structural = _structural_keys(space, provided)
+    options = [_possible_values(space, k, provided) or (None,) for k in structural]
+    combos = list(itertools.islice(itertools.product(*options), _MAX_COMBINATIONS))
+    for combo in combos:
+        fixed = dict(zip(structural, combo))
+        known = {**carried, **space.constants, **fixed}
+        active = [p for p in space.params if p.key not in fixed and p.active(known)]
+        scale = _centres(space, [p for p in active if p.relative], known)
+        corners = max([2] + [len(p.values) for p in active if p.kind in LISTS])
+        for i in range(corners):
+            values = {**known, **{p.key: p.corner(i) * scale.get(p.key, 1) for p in active}}
+            _build_or_explain(space, values, fixed)
+
+
+def _structural_keys(space: SearchSpace, provided: dict[str, tuple]) -> list[str]:
+    keys = {f"{c}.name" for c in COMPONENTS} | {t for p in space.params for t in p.when}
+    keys = {k for k in keys if k in provided or k in space.constants
+            or any(p.key == k and p.kind in LISTS for p in space.params)}
+    return sorted(keys)
+
+
+def _centres(space: SearchSpace, relative: list[Param], known: dict[str, Any]) -> dict[str, float]:
+    """The values relative parameters scale: what a trial with `known` values would run with."""
+    if not relative:
+        return {}
+    start = resolved_flat(build_trial_config(space.base_raw, known, space.path))
+    return {p.key: _centre(space, p, start) for p in relative}
+
+
+def _centre(space: SearchSpace, p: Param, start: dict[str, Any]) -> float:
+    centre = start.get(p.key)
+    if isinstance(centre, bool) or not isinstance(centre, (int, float)) or centre <= 0:
+        raise InputError(f"relative bounds need a positive value to scale; the trials start with {p.key}={centre!r}",
+                         where=f"{space.path}: params.{p.key}", fix="give absolute bounds")
+    return float(centre)
+
+
+def _build_or_explain(space: SearchSpace, values: dict[str, Any], fixed: dict[str, Any]) -> None:
+    try:
+        build_trial_config(space.base_raw, values, space.path)
+    except InputError as exc:
+        raise _explain(exc, space, fixed) from None
+
+
+def _explain(exc: InputError, space: SearchSpace, fixed: dict[str, Any]) -> InputError:
+    """Turn build_config's message into one about the space: which parameter, in which trials."""
+    key = (exc.where or "").rsplit(": ", 1)[-1]
+    named = [k for k in space.keys if k == key or k in exc.what]
+    param = max(named, key=len) if named else key
+    key = param if named else key
+    context = ", ".join(f"{k}={v}" for k, v in fixed.items() if v is not None)
+    where = f"{space.path}: params.{param}"
+    section, _, name = key.partition(".")
+    if "is not a hyperparameter of" in exc.what and section in COMPONENTS:
+        takers = _components_taking(section, name)
+        fix = (f"make it conditional: when: {{{section}.name: [{', '.join(takers)}]}}" if takers
+               else f"no {section} takes {name}; remove it")
+        return InputError(f"{exc.what} (in trials with {context})", where=where, fix=fix)
+    suffix = f" (in trials with {context})" if context else ""
+    return InputError(f"{exc.what}{suffix}", where=where, fix=exc.fix)
+
+
+def _components_taking(section: str, name: str) -> list[str]:
+    from ..losses import list_losses, loss_info
+    from ..optim import list_optimizers, list_schedulers, optimizer_info, scheduler_info
+
+    registry = {"loss": (list_losses, lambda n: loss_info(n).params),
+                "optimizer": (list_optimizers, lambda n: optimizer_info(n).params),
+                "scheduler": (list_schedulers, lambda n: scheduler_info(n).params)}[section]
+    return [n for n in registry[0]() if name in registry[1](n)]
+
+
+def resolve_relative(space: SearchSpace, carried: dict[str, Any]) -> SearchSpace:
+    """Phase 3: the space with relative bounds turned into absolute ones around `carried`
+    (phase 2's best), clipped to each parameter's valid range; then checked again."""
+    start = resolved_flat(build_trial_config(space.base_raw, {**carried, **space.constants}, space.path))
+    params = [p.scaled(_centre(space, p, start), _valid_range(p.key, start)) if p.relative else p
+              for p in space.params]
+    resolved = copy.copy(space)
+    resolved.params = params
+    fixed = {k: (carried[k],) for k in PHASES[space.phase].provided if k in carried}
+    check_against_config(resolved, provided=fixed, carried=carried)
+    return resolved
+
+
+def _valid_range(key: str, start: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The closed bounds of a component parameter from the registry entry of the component the
+    trials run (open bounds stay unclipped: the config check reports them)."""
+    from ..optim import COMMON_OPTIMIZER_PARAMS
+
+    section, _, name = key.partition(".")
+    if section not in COMPONENTS:
+        return None, None
+    spec = COMMON_OPTIMIZER_PARAMS.get(name) if section == "optimizer" else None
+    spec = spec or _registry_params(section, start[f"{section}.name"]).get(name)
+    if spec is None:
+        return None, None
+    return (None if spec.low_open else spec.low), (None if spec.high_open else spec.high)
+
+
+def _registry_params(section: str, name: str) -> dict:
+    from ..losses import loss_info
+    from ..optim import optimizer_info, scheduler_info
+
+    return dict({"loss": loss_info, "optimizer": optimizer_info, "scheduler": scheduler_info}[section](name).params)
