@@ -76,12 +76,16 @@ def trial_rows(records: list[TrialRecord], ranked: list[Ranked], metric: str, ep
     return sorted(rows, key=lambda row: (row["rank"] is None, row["rank"] or 0))
 
 
+_LEAD = ("trial_id", "status", "rank", "epochs", "seconds", "num_failures", "stopped_early")
+
+
 def write_trials_csv(path: Path, rows: list[dict]) -> None:
-    columns: list[str] = []
+    seen: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns]
-    # config columns together after the bookkeeping ones, the error last
-    columns.sort(key=lambda c: (c == "error", not c.startswith("config/") and columns.index(c) > 6))
+        seen += [k for k in row if k not in seen]
+    config = sorted(c for c in seen if c.startswith("config/"))
+    metrics = [c for c in seen if c not in _LEAD and c not in config and c != "error"]
+    columns = [*_LEAD, *config, *metrics, "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -1,0 +1,58 @@
+"""The MLflow side of a phase on the driver: a child run per trial under the phase's parent.
+
+Ray's own MLflowLoggerCallback (ray.air.integrations.mlflow) does not fit: it keeps its
+trial -> run map only in memory, so a phase resumed after a driver kill would open a second
+run for every trial and leave the first RUNNING, and it logs against training_iteration
+rather than the epoch. This callback finds each trial's run by its tags instead
+(clipsearch.tracking) and logs every epoch at step = epoch.
+"""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from .. import tracking
+from ..config import flatten
+
+_SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch"}
+
+
+class MLflowTrialRuns(Callback):
+    """Params (the trial's flat config) at the start, metrics per epoch, FINISHED / FAILED at
+    the end; a trial retried after a failure keeps its run."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self._client = None
+        self._runs: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        # Ray pickles callbacks with the experiment; a client and the run map are rebuilt
+        return {**self.__dict__, "_client": None, "_runs": {}}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = tracking.client(self.tracking_uri)
+        return self._client
+
+    def _run(self, trial) -> str:
+        if trial.trial_id not in self._runs:
+            self._runs[trial.trial_id] = tracking.trial_run(
+                self.client, self.experiment_id, self.parent_run_id, trial.trial_id, flatten(trial.config))
+        return self._runs[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run_id = self._run(trial)
+        self.client.update_run(run_id, status="RUNNING")  # a retried trial's run is open again
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metrics = {k: v for k, v in result.items() if k not in _SKIP}
+        tracking.log_metrics(self.client, self._run(trial), metrics, step=int(result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        tracking.end_run(self.client, self._run(trial), "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        tracking.end_run(self.client, self._run(trial), "FAILED")

@@ -1,0 +1,77 @@
+"""The function trainable: one Tune trial is one `clipsearch.train.train` run.
+
+The trial's config holds flat dotted keys (phase 2 nests its optimizer and loss cells under
+"optimizer" and "loss"; flattening gives the same keys), set over the phase's base config.
+Each epoch's metrics go to `tune.report` with the run folder as the checkpoint: the folder holds
+`checkpoint/state.pt` (to resume) and `best/model.pt` (the best epoch's weights, which Tune
+then keeps with the trial). A trial that failed, or whose phase was interrupted, starts again
+from its latest checkpoint: the folder is restored, and train() continues from it.
+
+Test-only fault injection: CLIPSEARCH_TEST_FAULT="KEY=VALUE@EPOCH" makes every trial whose
+config has KEY == VALUE (VALUE * matches any) raise InjectedFault once it has trained past
+EPOCH, before reporting that epoch: every attempt fails the same way after resuming from the
+checkpoint of EPOCH. The variable reaches trials through the environment the local Ray
+cluster inherits from the driver; nothing in clipsearch sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from ray import tune
+
+from ..config import flatten
+from .space import build_trial_config
+
+FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
+RUN_DIR = "run"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test-only fault hook (CLIPSEARCH_TEST_FAULT)."""
+
+
+def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    from ..train import train
+
+    values = flatten(config)
+    cfg = build_trial_config(base, values, source="trial config")
+    # the trial's working directory (Tune makes it the cwd): local to the node running it
+    run_dir = Path.cwd() / RUN_DIR
+    resume_from = _restore_latest(run_dir)
+    fault = _fault_hook(values)
+
+    def report(metrics: dict, _checkpoint_dir: Path | None) -> None:
+        fault(metrics["epoch"])
+        # the whole run folder, not just checkpoint/: best/model.pt must travel with the trial
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
+
+    train(cfg, report=report, run_dir=run_dir, resume_from=resume_from)
+
+
+def _restore_latest(run_dir: Path) -> Path | None:
+    """Put the trial's latest checkpoint into `run_dir`; the state.pt to resume from, or None."""
+    checkpoint = tune.get_checkpoint()
+    shutil.rmtree(run_dir, ignore_errors=True)  # a failed attempt's files may be newer than its checkpoint
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        shutil.copytree(folder, run_dir)
+    return run_dir / "checkpoint"
+
+
+def _fault_hook(values: dict[str, Any]) -> Callable[[int], None]:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return lambda epoch: None
+    condition, _, after = spec.rpartition("@")
+    key, _, wanted = condition.partition("=")
+    hit = wanted == "*" or str(values.get(key)) == wanted
+
+    def fault(epoch: int) -> None:
+        if hit and epoch > int(after):
+            raise InjectedFault(f"{FAULT_ENV}={spec}: injected failure at epoch {epoch}")
+    return fault
