@@ -89,6 +89,135 @@ def bench_train(
     run_train_benchmark(steps=steps, out_dir=out)
 
 
+# ------------------------------------------------------------------------------ searches (clipsearch.tune)
+
+NameOpt = Annotated[str, typer.Option("--name", help="experiment name: results go to results/NAME/, MLflow experiment NAME")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue an interrupted run of this experiment: no trial "
+                                         "lost or repeated (trials go on from their latest checkpoint)")]
+SpaceOpt = Annotated[Optional[Path], typer.Option("--space", help="search-space YAML (default: search_spaces/PHASE.yaml, "
+                                                  "PHASE_quick.yaml with --quick)")]
+SpacesOpt = Annotated[Optional[Path], typer.Option("--spaces", help="folder holding phase1.yaml, phase2.yaml, phase3.yaml "
+                                                   "(and their _quick variants; default: search_spaces/)")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="an existing Ray cluster (e.g. ray://head:10001 or "
+                                                   "head:6379); default: start a local one on every core")]
+TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: "
+                                                    "sqlite:///<absolute path of results>/mlflow.db)")]
+StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="where Ray Tune keeps trials and checkpoints: a "
+                                                   "shared path or a URI such as s3://bucket/clipsearch; the phase goes "
+                                                   "to STORAGE/NAME/PHASE/ray (default: results/NAME/PHASE/ray)")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5: two trials each)")]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-trial", help="CPUs per trial (also the trial's torch threads)")]
+SamplesOpt = Annotated[Optional[int], typer.Option("--num-samples", help="trials (phase 2: repeats of the grid); "
+                                                   "default: the space file's num_samples")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="seed of every trial's training and of the TPE sampler "
+                                                "(default: the base config's seed)")]
+FailuresOpt = Annotated[int, typer.Option("--max-failures", help="retries of a failing trial (from its latest "
+                                          "checkpoint) before it is marked errored")]
+PhaseSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="a constant over the space's, e.g. --set "
+                                                          "data.source=/data/cc3m.csv (repeatable)")]
+
+
+def _search_options(**given) -> "object":
+    from .tune.phases import Options
+
+    given["overrides"] = given.pop("set_", None) or []
+    return Options(**{k: v for k, v in given.items() if v is not None})
+
+
+def _report_outcomes(run, *args) -> None:
+    """Run a phase (or the protocol); one JSON line per phase on stdout; exit 1 if it failed."""
+    from .tune.phases import RunFailed
+
+    try:
+        outcomes = run(*args)
+    except RunFailed as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+    for outcome in outcomes if isinstance(outcomes, list) else [outcomes]:
+        best = outcome.best
+        typer.echo(json.dumps({"phase": outcome.phase, "results": str(outcome.phase_dir), "trials": outcome.trials,
+                               "errored": outcome.errored, "seconds": round(outcome.seconds, 1),
+                               "best_trial": best["trial_id"], "score": round(best["score"], 4),
+                               "best_epoch": best["best_epoch"], "config": best["decided"]}))
+
+
+def _phase_command(phase: str, **given) -> None:
+    from .tune.phases import run_phase
+
+    _report_outcomes(run_phase, phase, _search_options(**given))
+
+
+@app.command()
+def phase1(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, space: SpaceOpt = None,
+           set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+           storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+    """Phase 1 of the CLIP protocol: a Bayesian search (Optuna TPE) over losses x optimizers and
+    their hyperparameters, with ASHA stopping the weaker trials early.
+
+    Writes results/NAME/phase1/: trials.csv (one row per trial), best.json (the best trial,
+    compared with the others at the same epoch), optuna.db (the study), ray/ (Tune's
+    experiment folder). MLflow: a parent run for the phase, a child run per trial.
+    Prints one JSON line with the best trial.
+    """
+    _phase_command("phase1", **locals())
+
+
+@app.command()
+def phase2(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, space: SpaceOpt = None,
+           set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+           storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+    """Phase 2: a grid of phase 1's top optimizers (each with its best trial's hyperparameters)
+    x the losses (x any grid in the space file), read from results/NAME/phase1.
+
+    Writes results/NAME/phase2/ (trials.csv, best.json, ray/). Needs phase 1's results.
+    """
+    _phase_command("phase2", **locals())
+
+
+@app.command()
+def phase3(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, space: SpaceOpt = None,
+           set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+           storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+    """Phase 3: long runs of a Bayesian search around phase 2's best (its loss and optimizer
+    fixed, `relative: true` ranges centred on its values); each trial keeps its best epoch.
+
+    Writes results/NAME/phase3/ (trials.csv, best.json, optuna.db, ray/). Needs phase 2's results.
+    """
+    _phase_command("phase3", **locals())
+
+
+@app.command()
+def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, spaces: SpacesOpt = None,
+             set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+             storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+             seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+    """Phases 1, 2 and 3 one after the other, in one Ray session (all space files are checked
+    before the first trial). With --resume, finished phases are kept, an interrupted one goes on.
+    """
+    given = dict(locals())
+    given["spaces_dir"] = given.pop("spaces")
+    from .tune.phases import run_protocol
+
+    _report_outcomes(run_protocol, _search_options(**given))
+
+
+@bench_app.command("tune")
+def bench_tune(
+    trials: Annotated[int, typer.Option(help="trials per variant")] = 4,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 2,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
+) -> None:
+    """The platform's overhead per trial (Ray actor start, reporting, checkpointing, MLflow):
+    the same tiny training runs through Ray Tune (with and without reuse_actors) and through
+    train() in a loop, measured in one run. Writes OUT/tune.json and OUT/tune.md."""
+    from .tune.bench import run_tune_benchmark
+
+    run_tune_benchmark(trials=trials, epochs=epochs, out_dir=out)
+
+
 def main() -> None:
     try:
         app()

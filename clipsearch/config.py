@@ -185,13 +185,64 @@ def set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def switch_component(raw: dict[str, Any], section: str, new_name: Any) -> None:
-    """Changing loss/optimizer/scheduler `name` drops the previous component's own params, so
-    `--set loss.name=sogclr` on a preset made for clip does not carry clip's keys over."""
+COMPONENTS = ("loss", "optimizer", "scheduler")
+#: keys a component section keeps when its name changes (they mean the same for every optimizer)
+SHARED_KEYS = {"optimizer": {"lr", "weight_decay"}}
+
+
+def switch_component(raw: dict[str, Any], section: str, new_name: Any, defaults: dict[str, Any]) -> None:
+    """Changing loss/optimizer/scheduler `name` drops the previous component's own params (clip's
+    `temperature` means nothing to isogclr) and takes the preset's defaults for the new one."""
     old = raw.get(section, {})
     if isinstance(old, dict) and old.get("name") != new_name:
-        common = {"optimizer": {"lr", "weight_decay"}}.get(section, set())
-        raw[section] = {k: v for k, v in old.items() if k in common}
+        kept = {k: v for k, v in old.items() if k in SHARED_KEYS.get(section, set())}
+        preset = defaults.get(section, {}).get(new_name, {})
+        raw[section] = {**kept, **preset, "name": new_name}
+
+
+def apply_settings(raw: dict[str, Any], settings: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`settings` ({"loss.name": "sogclr", "optimizer.lr": 1e-3}) laid over `raw`.
+
+    Component names are applied first, so that a component's own keys given beside its name
+    (loss.gamma with loss.name) land on the new component, whatever their order.
+    """
+    raw = merge(raw, {})
+    names = {k: v for k, v in settings.items() if k.count(".") == 1 and k.split(".")[0] in COMPONENTS
+             and k.endswith(".name")}
+    for key, value in names.items():
+        switch_component(raw, key.split(".")[0], value, defaults)
+    for key, value in settings.items():
+        if key not in names:
+            set_dotted(raw, key.split("."), value)
+    return raw
+
+
+def read_base(base: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(raw config, component defaults, source name) of a preset name or a config file.
+
+    A config file is laid over the default preset; presets may hold `component_defaults`:
+    {section: {component name: {param: value}}}, the values that suit the preset's scale.
+    """
+    if str(base) in ("quick", "default"):
+        raw = read_yaml(PRESETS / f"{base}.yaml")
+        return raw, raw.pop("component_defaults", {}), f"{base} preset"
+    raw, defaults, _ = read_base("default")
+    return *lay_file(raw, defaults, base), str(base)
+
+
+def lay_file(raw: dict[str, Any], defaults: dict[str, Any], path: str | Path) -> tuple[dict, dict]:
+    """A user's config file laid over `raw`: components it names switch first (see apply_settings)."""
+    user = read_yaml(path)
+    defaults = merge(defaults, user.pop("component_defaults", {}))
+    names = {f"{section}.name": user[section]["name"] for section in COMPONENTS
+             if isinstance(user.get(section), dict) and "name" in user[section]}
+    return merge(apply_settings(raw, names, defaults), user), defaults
+
+
+def config_from(base: str | Path, settings: dict[str, Any], source: str | None = None) -> Config:
+    """A validated Config: a preset name or config file, with dotted `settings` on top."""
+    raw, defaults, base_source = read_base(base)
+    return build_config(apply_settings(raw, settings, defaults), source or base_source)
 
 
 def build_config(raw: dict[str, Any], source: str = "config") -> Config:
@@ -235,24 +286,21 @@ def validate_components(cfg: Config, source: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), quick: bool = False) -> Config:
-    """Preset (quick or default) <- YAML file <- --set overrides, validated."""
-    raw = read_yaml(PRESETS / ("quick.yaml" if quick else "default.yaml"))
-    source = "quick preset" if quick else "default preset"
+    """Preset (quick or default) <- YAML file <- --set overrides, validated.
+
+    With both --quick and a file, the file is laid over the quick preset.
+    """
+    base = "quick" if quick else "default"
+    raw, defaults, source = read_base(base)
     if path is not None:
-        user = read_yaml(path)
-        for section in ("loss", "optimizer", "scheduler"):
-            if isinstance(user.get(section), dict) and "name" in user[section]:
-                switch_component(raw, section, user[section]["name"])
-        raw = merge(raw, user)
-        source = str(path)
+        (raw, defaults), source = lay_file(raw, defaults, path), str(path)
+    settings = {}
     for item in overrides:
         keys, value = parse_override(item)
-        if len(keys) == 2 and keys[1] == "name" and keys[0] in ("loss", "optimizer", "scheduler"):
-            switch_component(raw, keys[0], value)
-        set_dotted(raw, keys, value)
+        settings[".".join(keys)] = value
     if overrides:
         source = f"{source} + --set"
-    return build_config(raw, source)
+    return build_config(apply_settings(raw, settings, defaults), source)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

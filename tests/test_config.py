@@ -74,3 +74,25 @@ def test_config_that_is_not_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(InputError, match="mapping"):
         load_config(path)
+
+
+def test_switching_component_takes_the_preset_defaults_for_the_new_one():
+    cfg = load_config(quick=True, overrides=["loss.name=sogclr"])
+    assert cfg.loss.params == {"temperature": 0.05}
+
+
+def test_component_params_given_beside_the_name_land_on_it_in_any_order():
+    cfg = load_config(quick=True, overrides=["loss.gamma=0.5", "loss.name=sogclr"])
+    assert cfg.loss.params["gamma"] == 0.5 and cfg.loss.name == "sogclr"
+
+
+def test_optimizer_switch_keeps_lr_and_weight_decay():
+    cfg = load_config(quick=True, overrides=["optimizer.lr=0.01", "optimizer.name=momentum"])
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.weight_decay == load_config(quick=True).optimizer.weight_decay
+
+
+def test_config_from_takes_flat_settings_over_a_preset():
+    from clipsearch.config import config_from
+
+    cfg = config_from("quick", {"loss.name": "isogclr", "loss.eta": 0.001, "train.epochs": 2})
+    assert cfg.loss.params["eta"] == 0.001 and cfg.loss.params["tau_init"] == 0.05 and cfg.train.epochs == 2

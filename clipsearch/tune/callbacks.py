@@ -9,13 +9,15 @@ rather than the epoch. This callback finds each trial's run by its tags instead
 
 from __future__ import annotations
 
+import sys
+
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from .. import tracking
 from ..config import flatten
 
-_SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch"}
+_SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch", "should_checkpoint"}
 
 
 class MLflowTrialRuns(Callback):
@@ -56,3 +58,34 @@ class MLflowTrialRuns(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tracking.end_run(self.client, self._run(trial), "FAILED")
+
+
+class ProgressLines(Callback):
+    """One line on stderr per epoch and per trial outcome (Tune's own tables go to stdout,
+    which holds only the command's JSON result)."""
+
+    def __init__(self, phase: str, metric: str, epochs: int):
+        self.phase, self.metric, self.epochs = phase, metric, epochs
+
+    def _say(self, trial, text: str) -> None:
+        print(f"[{self.phase}] trial {trial.trial_id}: {text}", file=sys.stderr, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._say(trial, "started " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(trial.config).items()))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._say(trial, f"epoch {result['epoch']}/{self.epochs} {self.metric}={result.get(self.metric, float('nan')):.4g}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epochs = (trial.last_result or {}).get("epoch", 0)
+        self._say(trial, f"done after {epochs} epoch(s)" + (" (stopped early)" if epochs < self.epochs else ""))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(trial, f"failed; retrying from its latest checkpoint (failure {trial.num_failures})")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(trial, f"errored after {trial.num_failures} failure(s); the phase goes on")
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -138,7 +138,7 @@ def ranked_rows(rows: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------------------ best.json
 
 def best_summary(phase: str, experiment: str, metric: str, records: list[TrialRecord],
-                 searched: list[str], resolved: dict[str, Any] | None) -> dict | None:
+                 searched: list[str]) -> dict | None:
     """best.json's content: the best trial by the ranking rule, or None when none ranked."""
     ranked = rank_trials(records, metric)
     if not ranked:
@@ -153,7 +153,7 @@ def best_summary(phase: str, experiment: str, metric: str, records: list[TrialRe
         "config": top.record.config,
         "searched": searched,
         "decided": {k: v for k, v in top.record.config.items() if k in searched},
-        "resolved_config": resolved,
+        "resolved_config": None,  # filled in by the driver, which knows the base config
         "checkpoint": top.record.checkpoint,
         "trials": len(records), "ranked": len(ranked),
         "errored": sum(r.status == "ERROR" for r in records),

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PRESETS, Config, build_config, read_yaml, set_dotted, switch_component
+from ..config import Config, apply_settings, build_config, flatten, read_base, read_yaml
 from ..errors import InputError
 
 NUMERIC = ("uniform", "loguniform", "int")
@@ -112,14 +112,35 @@ class Param:
         return Param(self.key, self.kind, (low, high), self.when)
 
 
+@dataclass(frozen=True, eq=False)
+class Base:
+    """What a phase's trials start from: a preset or config file as a raw mapping (paths made
+    absolute), with the preset's component defaults (what a loss or optimizer gets when a trial
+    switches to it). Travels to the trials and into phase.json."""
+
+    raw: dict[str, Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    name: str = "quick"                # "quick", "default" or an absolute config path
+
+    def config(self, values: dict[str, Any], source: str) -> Config:
+        """The config of a trial whose flat dotted `values` are set over the base."""
+        return build_config(apply_settings(self.raw, values, self.defaults), source)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"raw": self.raw, "defaults": self.defaults, "name": self.name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Base:
+        return cls(data["raw"], data["defaults"], data["name"])
+
+
 @dataclass
 class SearchSpace:
     """A validated space file."""
 
     path: str
     phase: str
-    base: str                          # "quick", "default" or an absolute config path
-    base_raw: dict[str, Any]           # the base config as a raw mapping (paths made absolute)
+    base: Base
     metric: str
     num_samples: int
     max_concurrent: int
@@ -137,7 +158,7 @@ class SearchSpace:
 
     def epochs(self, carried: dict[str, Any] | None = None) -> int:
         """train.epochs of the trials (a constant, or what they start from)."""
-        return build_trial_config(self.base_raw, {**(carried or {}), **self.constants}, self.path).train.epochs
+        return self.base.config({**(carried or {}), **self.constants}, self.path).train.epochs
 
 
 class OptunaSpace:
@@ -156,28 +177,12 @@ class OptunaSpace:
         for param in self.params:
             if param.active({**self.constants, **values}):
                 values[param.key] = param.suggest(trial)
-        # Ray merges these with the suggested values into the trial's config
-        return dict(self.constants)
+        # Ray merges these over the suggested values into the trial's config: a drawn value
+        # must win over the value it was centred on
+        return {k: v for k, v in self.constants.items() if k not in values}
 
 
 # ------------------------------------------------------------------------------ trial configs
-
-def apply_values(base_raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """Flat dotted `values` set over a copy of `base_raw`. Component names go first so that a
-    new loss / optimizer / scheduler drops the base's parameters of the old one."""
-    raw = copy.deepcopy(base_raw)
-    for section in COMPONENTS:
-        name_key = f"{section}.name"
-        if name_key in values:
-            switch_component(raw, section, values[name_key])
-    for key, value in values.items():
-        set_dotted(raw, key.split("."), value)
-    return raw
-
-
-def build_trial_config(base_raw: dict[str, Any], values: dict[str, Any], source: str) -> Config:
-    return build_config(apply_values(base_raw, values), source)
-
 
 def resolved_flat(cfg: Config) -> dict[str, Any]:
     """cfg.flat() with every component parameter the registries default filled in: the values
@@ -213,13 +218,16 @@ def default_space_path(phase: str, quick: bool, folder: Path | None = None) -> P
     return folder / f"{phase}{'_quick' if quick else ''}.yaml"
 
 
-def load_space(path: str | Path, phase: str) -> SearchSpace:
-    """Read and validate a space file for `phase`; InputError on any problem."""
+def load_space(path: str | Path, phase: str, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Read and validate a space file for `phase`; InputError on any problem.
+
+    overrides: constants set on the command line (--set, --seed), over the file's.
+    """
     kind = PHASES[phase]
     where = str(path)
     doc = read_yaml(path)
     _check_top_level(doc, kind, where)
-    base, base_raw = _load_base(doc.get("base", "quick"), Path(path), where)
+    base = _load_base(doc.get("base", "quick"), Path(path), where)
     params_doc = doc.get("params") or {}
     if not isinstance(params_doc, dict):
         raise InputError("params must be a mapping of dotted config keys", where=f"{where}: params",
@@ -231,8 +239,14 @@ def load_space(path: str | Path, phase: str) -> SearchSpace:
             params.append(item)
         else:
             constants[str(key)] = item
+    for key, value in (overrides or {}).items():
+        _check_key(key, f"--set {key}")
+        if any(p.key == key for p in params):
+            raise InputError(f"{key} is searched by {where}", where=f"--set {key}",
+                             fix="drop the --set, or make it a constant in the space file")
+        constants[key] = value
     space = SearchSpace(
-        path=where, phase=phase, base=base, base_raw=base_raw,
+        path=where, phase=phase, base=base,
         metric=_choice_of(doc, "metric", METRICS, "objective", where),
         num_samples=_positive_int(doc, "num_samples", 1 if kind.search == "grid" else 10, where),
         max_concurrent=_positive_int(doc, "max_concurrent", 2, where),
@@ -256,32 +270,23 @@ def _check_top_level(doc: dict, kind: PhaseKind, where: str) -> None:
             raise InputError(f"unknown key {key!r} in a {kind.name} space", where=f"{where}: {key}", fix=fix)
 
 
-def _load_base(base: Any, space_path: Path, where: str) -> tuple[str, dict]:
+def _load_base(base: Any, space_path: Path, where: str) -> Base:
     if not isinstance(base, str) or not base:
         raise InputError(f"base must be a preset name or a config path, got {base!r}", where=f"{where}: base",
                          fix="write `base: quick`, `base: default` or `base: path/to/config.yaml`")
-    if base in ("quick", "default"):
-        raw = read_yaml(PRESETS / f"{base}.yaml")
-        return base, _absolute_raw(raw)
-    # a config path: relative to the working directory, else to the space file's folder
-    candidates = [Path(base), space_path.parent / base]
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise InputError(f"base config {base!r} not found", where=f"{where}: base",
-                         fix="use quick, default, or a config YAML path (relative to here or to the space file)")
-    from ..config import merge
-
-    raw = merge(read_yaml(PRESETS / "default.yaml"), read_yaml(found))
-    build_config(raw, str(found))  # a broken base is the base's fault: say so before the params
-    return str(found.resolve()), _absolute_raw(raw)
-
-
-def _absolute_raw(raw: dict) -> dict:
-    from ..config import flatten
-
+    if base not in ("quick", "default"):
+        # a config path: relative to the working directory, else to the space file's folder
+        found = next((p for p in (Path(base), space_path.parent / base) if p.is_file()), None)
+        if found is None:
+            raise InputError(f"base config {base!r} not found", where=f"{where}: base",
+                             fix="use quick, default, or a config YAML path (relative to here or to the space file)")
+        base = str(found.resolve())
+    raw, defaults, source = read_base(base)
     flat = flatten(raw)
-    changed = {k: v for k, v in absolute_paths(flat, Path.cwd()).items() if flat[k] != v}
-    return apply_values(raw, changed)
+    absolute = {k: v for k, v in absolute_paths(flat, Path.cwd()).items() if flat[k] != v}
+    result = Base(apply_settings(raw, absolute, defaults), defaults, base)
+    result.config({}, source)  # a broken base is the base's fault: say so before the params
+    return result
 
 
 def _choice_of(doc: dict, key: str, allowed: tuple, default: str, where: str) -> str:
@@ -363,9 +368,10 @@ def _check_key(key: str, at: str) -> None:
         return
     known = name in model.model_fields or (section in COMPONENTS and "." not in name and _components_taking(section, name))
     if not known:
-        extra = " or a registry parameter" if section in COMPONENTS else ""
         raise InputError(f"config key {key!r} does not exist", where=at,
-                         fix=f"{section} keys: {', '.join(model.model_fields)}{extra}")
+                         fix=f"{section} keys: {', '.join(model.model_fields)}" + (
+                             f", or a parameter of a {section}: {', '.join(_all_component_params(section))}"
+                             if section in COMPONENTS else ""))
 
 
 def _check_phase_allows(dist: str, spec: dict, kind: PhaseKind, at: str) -> None:
@@ -440,8 +446,10 @@ def _ordered(params: list[Param], given: set[str], where: str) -> list[Param]:
     for p in params:
         for target in p.when:
             if target not in by_key and target not in given:
+                others = sorted((set(by_key) | given) - {p.key})
                 raise InputError(f"when: {target!r} is not a parameter of this space", where=f"{where}: params.{p.key}.when",
-                                 fix=f"condition on one of: {', '.join(sorted(set(by_key) | given))}")
+                                 fix=f"condition on one of: {', '.join(others)}" if others
+                                 else "condition on a parameter the file lists (a choice or a constant)")
     done: list[Param] = []
     pending = list(params)
     while pending:
@@ -505,11 +513,10 @@ def check_against_config(space: SearchSpace, provided: dict[str, tuple] | None =
     for combo in combos:
         fixed = dict(zip(structural, combo))
         known = {**carried, **space.constants, **fixed}
-        active = [p for p in space.params if p.key not in fixed and p.active(known)]
-        scale = _centres(space, [p for p in active if p.relative], known)
+        active = _absolute(space, [p for p in space.params if p.key not in fixed and p.active(known)], known)
         corners = max([2] + [len(p.values) for p in active if p.kind in LISTS])
         for i in range(corners):
-            values = {**known, **{p.key: p.corner(i) * scale.get(p.key, 1) for p in active}}
+            values = {**known, **{p.key: p.corner(i) for p in active}}
             _build_or_explain(space, values, fixed)
 
 
@@ -520,12 +527,12 @@ def _structural_keys(space: SearchSpace, provided: dict[str, tuple]) -> list[str
     return sorted(keys)
 
 
-def _centres(space: SearchSpace, relative: list[Param], known: dict[str, Any]) -> dict[str, float]:
-    """The values relative parameters scale: what a trial with `known` values would run with."""
-    if not relative:
-        return {}
-    start = resolved_flat(build_trial_config(space.base_raw, known, space.path))
-    return {p.key: _centre(space, p, start) for p in relative}
+def _absolute(space: SearchSpace, params: list[Param], known: dict[str, Any]) -> list[Param]:
+    """Relative parameters scaled around what a trial with `known` values starts from."""
+    if not any(p.relative for p in params):
+        return params
+    start = resolved_flat(space.base.config(known, space.path))
+    return [p.scaled(_centre(space, p, start), _valid_range(p.key, start)) if p.relative else p for p in params]
 
 
 def _centre(space: SearchSpace, p: Param, start: dict[str, Any]) -> float:
@@ -538,7 +545,7 @@ def _centre(space: SearchSpace, p: Param, start: dict[str, Any]) -> float:
 
 def _build_or_explain(space: SearchSpace, values: dict[str, Any], fixed: dict[str, Any]) -> None:
     try:
-        build_trial_config(space.base_raw, values, space.path)
+        space.base.config(values, space.path)
     except InputError as exc:
         raise _explain(exc, space, fixed) from None
 
@@ -574,9 +581,11 @@ def _components_taking(section: str, name: str) -> list[str]:
 def resolve_relative(space: SearchSpace, carried: dict[str, Any]) -> SearchSpace:
     """Phase 3: the space with relative bounds turned into absolute ones around `carried`
     (phase 2's best), clipped to each parameter's valid range; then checked again."""
-    start = resolved_flat(build_trial_config(space.base_raw, {**carried, **space.constants}, space.path))
-    params = [p.scaled(_centre(space, p, start), _valid_range(p.key, start)) if p.relative else p
-              for p in space.params]
+    known = {**carried, **space.constants}
+    # a parameter whose condition reads only fixed values and fails (isogclr's tau_init when
+    # phase 2 chose sogclr) never applies in this phase: it leaves the space
+    applies = [p for p in space.params if not all(t in known for t in p.when) or p.active(known)]
+    params = _absolute(space, applies, known)
     resolved = copy.copy(space)
     resolved.params = params
     fixed = {k: (carried[k],) for k in PHASES[space.phase].provided if k in carried}
@@ -597,6 +606,14 @@ def _valid_range(key: str, start: dict[str, Any]) -> tuple[float | None, float |
     if spec is None:
         return None, None
     return (None if spec.low_open else spec.low), (None if spec.high_open else spec.high)
+
+
+def _all_component_params(section: str) -> list[str]:
+    from ..losses import list_losses
+    from ..optim import list_optimizers, list_schedulers
+
+    names = {"loss": list_losses, "optimizer": list_optimizers, "scheduler": list_schedulers}[section]()
+    return sorted({k for n in names for k in _registry_params(section, n)})
 
 
 def _registry_params(section: str, name: str) -> dict:

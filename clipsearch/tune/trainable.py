@@ -16,6 +16,7 @@ cluster inherits from the driver; nothing in clipsearch sets it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Callable
 from ray import tune
 
 from ..config import flatten
-from .space import build_trial_config
+from .space import Base
 
 FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
 RUN_DIR = "run"
@@ -34,11 +35,13 @@ class InjectedFault(RuntimeError):
     """Raised by the test-only fault hook (CLIPSEARCH_TEST_FAULT)."""
 
 
-def run_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+def run_trial(config: dict[str, Any], base: Base) -> None:
     from ..train import train
 
+    # Tune logs every persisted checkpoint at INFO: one line per epoch per trial on the driver
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     values = flatten(config)
-    cfg = build_trial_config(base, values, source="trial config")
+    cfg = base.config(values, source="trial config")
     # the trial's working directory (Tune makes it the cwd): local to the node running it
     run_dir = Path.cwd() / RUN_DIR
     resume_from = _restore_latest(run_dir)

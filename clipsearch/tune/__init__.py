@@ -1,0 +1,13 @@
+"""Ray Tune for clipsearch: search spaces, the trainable, the three phases of the protocol.
+
+The only package that imports Ray. Its modules that need no Ray (space, ranking, results)
+import none, so that every input is checked before a cluster starts:
+- space: search-space files, validated against the config and the registries
+- ranking: which trials are best, compared at the same epoch; what each phase hands on
+- results: trials.csv, best.json, phase.json
+- trainable: one trial = one clipsearch.train.train run (Ray)
+- callbacks: a child MLflow run per trial under the phase's parent run (Ray)
+- phases: phase 1 (Optuna + ASHA), phase 2 (grid), phase 3 (Optuna), the protocol (Ray)
+- cluster: a local Ray cluster or --address (Ray)
+- bench: the platform's overhead per trial (Ray)
+"""
