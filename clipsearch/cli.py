@@ -124,27 +124,29 @@ def _search_options(**given) -> "object":
     return Options(**{k: v for k, v in given.items() if v is not None})
 
 
-def _report_outcomes(run, *args) -> None:
-    """Run a phase (or the protocol); one JSON line per phase on stdout; exit 1 if it failed."""
+def _report_outcomes(outcomes) -> None:
+    """One JSON line per finished phase on stdout; a failed phase: one line on stderr, exit 1."""
     from .tune.phases import RunFailed
 
     try:
-        outcomes = run(*args)
+        for outcome in outcomes:
+            best = outcome.best
+            typer.echo(json.dumps({"phase": outcome.phase, "results": str(outcome.phase_dir), "trials": outcome.trials,
+                                   "errored": outcome.errored, "seconds": round(outcome.seconds, 1),
+                                   "best_trial": best["trial_id"], "score": round(best["score"], 4),
+                                   "best_epoch": best["best_epoch"], "config": best["decided"]}))
     except RunFailed as exc:
         _err(str(exc))
         raise typer.Exit(code=1) from None
-    for outcome in outcomes if isinstance(outcomes, list) else [outcomes]:
-        best = outcome.best
-        typer.echo(json.dumps({"phase": outcome.phase, "results": str(outcome.phase_dir), "trials": outcome.trials,
-                               "errored": outcome.errored, "seconds": round(outcome.seconds, 1),
-                               "best_trial": best["trial_id"], "score": round(best["score"], 4),
-                               "best_epoch": best["best_epoch"], "config": best["decided"]}))
 
 
 def _phase_command(phase: str, **given) -> None:
-    from .tune.phases import run_phase
+    def outcomes():  # run inside _report_outcomes, which turns a failed run into exit 1
+        from .tune.phases import run_phase
 
-    _report_outcomes(run_phase, phase, _search_options(**given))
+        yield run_phase(phase, _search_options(**given))
+
+    _report_outcomes(outcomes())
 
 
 @app.command()
@@ -201,7 +203,7 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
     given["spaces_dir"] = given.pop("spaces")
     from .tune.phases import run_protocol
 
-    _report_outcomes(run_protocol, _search_options(**given))
+    _report_outcomes(run_protocol(_search_options(**given)))
 
 
 @bench_app.command("tune")

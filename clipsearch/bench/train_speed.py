@@ -5,7 +5,8 @@ The naive loop is how a training script usually starts (and how seed 000 started
 step; captions tokenised per batch; fp32; a DataLoader with num_workers=0. clipsearch's path
 decodes once into an array (the decoded-image cache), tokenises each distinct caption once and
 builds a batch by tensor indexing. Both run the same model, loss and optimizer step; the
-variants alternate in rounds so that load on this shared machine hits both alike.
+variants alternate step by step so that load on this shared machine hits both alike, and each
+step's time is split into the wait for the batch and the compute.
 """
 
 from __future__ import annotations
@@ -64,26 +65,43 @@ def _step(model, loss_fn, optimizer, images, tokens, index):
     optimizer.step()
 
 
-def _time_clipsearch(model, loss_fn, optimizer, batches, steps) -> float:
+def _timed_step(next_batch, model, loss_fn, optimizer) -> tuple[float, float]:
+    """(seconds waiting for the batch, seconds in forward/backward/step) of one step."""
+    started = time.perf_counter()
+    images, tokens, index = next_batch()
+    ready = time.perf_counter()
+    _step(model, loss_fn, optimizer, images, tokens, index)
+    return ready - started, time.perf_counter() - ready
+
+
+def _batch_sources(batches, loader, tokenize):
+    """Endless next-batch functions for both variants: (images, tokens, index) each."""
     generator = torch.Generator().manual_seed(0)
-    it = batches.epoch(generator)
-    start = time.perf_counter()
-    for _ in range(steps):
-        b = next(it)
-        _step(model, loss_fn, optimizer, b.images, b.tokens, b.index)
-    return steps / (time.perf_counter() - start)
+
+    def ours():
+        while True:
+            for b in batches.epoch(generator):
+                yield b.images, b.tokens, b.index
+
+    def naive():
+        while True:
+            for images, captions, index in loader:
+                yield images, tokenize(list(captions)), index
+
+    ours_it, naive_it = ours(), naive()
+    return lambda: next(ours_it), lambda: next(naive_it)
 
 
-def _time_naive(model, loss_fn, optimizer, loader, tokenize, steps) -> float:
-    it = iter(loader)
-    start = time.perf_counter()
-    for _ in range(steps):
-        images, captions, index = next(it)
-        _step(model, loss_fn, optimizer, images, tokenize(list(captions)), index)
-    return steps / (time.perf_counter() - start)
+def _summary(times: list[tuple[float, float]], batch: int) -> dict:
+    """Medians per step: the data wait, the compute, and the throughput they give."""
+    data = statistics.median(t[0] for t in times)
+    compute = statistics.median(t[1] for t in times)
+    total = statistics.median(t[0] + t[1] for t in times)
+    return {"steps_per_s": 1.0 / total, "samples_per_s": batch / total, "data_ms_per_step": 1000 * data,
+            "compute_ms_per_step": 1000 * compute, "steps": len(times)}
 
 
-def run_train_benchmark(steps: int = 20, rounds: int = 3, out_dir: Path = Path("results/benchmarks")) -> dict:
+def run_train_benchmark(steps: int = 20, out_dir: Path = Path("results/benchmarks")) -> dict:
     cfg = load_config(quick=True)
     torch.manual_seed(0)
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
@@ -98,24 +116,33 @@ def run_train_benchmark(steps: int = 20, rounds: int = 3, out_dir: Path = Path("
         files = _write_pngs(data.images, Path(tmp))
         loader = torch.utils.data.DataLoader(NaivePairs(files, data.captions, data.image_size), batch_size=batch,
                                              shuffle=True, num_workers=0, drop_last=True)
-        _time_clipsearch(model, loss_fn, optimizer, batches, 2)  # warm-up: first-call allocations
-        _time_naive(model, loss_fn, optimizer, loader, tokenize, 2)
+        ours_next, naive_next = _batch_sources(batches, loader, tokenize)
+        for _ in range(2):  # warm-up: first-call allocations
+            _timed_step(ours_next, model, loss_fn, optimizer)
+            _timed_step(naive_next, model, loss_fn, optimizer)
+        # one step of each in turn, so that load from other processes on this shared machine
+        # falls on both variants alike
         ours, naive = [], []
-        for _ in range(rounds):
-            ours.append(_time_clipsearch(model, loss_fn, optimizer, batches, steps))
-            naive.append(_time_naive(model, loss_fn, optimizer, loader, tokenize, steps))
-    ours_med, naive_med = statistics.median(ours), statistics.median(naive)
+        for _ in range(steps):
+            ours.append(_timed_step(ours_next, model, loss_fn, optimizer))
+            naive.append(_timed_step(naive_next, model, loss_fn, optimizer))
+    summary = {name: _summary(times, batch) for name, times in (("clipsearch", ours), ("naive", naive))}
     result = {
         "benchmark": "train_step_throughput", "command": f"clipsearch bench train --steps {steps}",
         "environment": environment(),
         "setting": {"model": f"{cfg.model.image_tower} + {cfg.model.text_tower} ({cfg.model.text_layers} layer)",
                     "image_size": cfg.data.image_size, "batch_size": batch, "precision": "fp32",
-                    "steps_per_round": steps, "rounds": rounds},
-        "clipsearch_steps_per_s": ours, "naive_steps_per_s": naive,
-        "clipsearch_median": ours_med, "naive_median": naive_med, "speedup": ours_med / naive_med,
+                    "steps_per_variant": steps, "interleaved": True},
+        **summary,
+        "speedup_steps_per_s": summary["clipsearch"]["steps_per_s"] / summary["naive"]["steps_per_s"],
+        "data_wait_ratio": summary["naive"]["data_ms_per_step"] / summary["clipsearch"]["data_ms_per_step"],
     }
-    rows = [("clipsearch (decoded cache, pre-tokenised)", f"{ours_med:.2f}", f"{ours_med * batch:.0f}", f"{ours_med / naive_med:.2f}x"),
-            ("naive (PIL per item, tokenise per batch, workers=0)", f"{naive_med:.2f}", f"{naive_med * batch:.0f}", "1.00x")]
-    path = write_result(out_dir, "train", result, rows, ("variant", "steps/s (median)", "samples/s", "ratio"))
+    rows = [(label, f"{summary[key]['steps_per_s']:.3f}", f"{summary[key]['samples_per_s']:.0f}",
+             f"{summary[key]['data_ms_per_step']:.1f}", f"{summary[key]['compute_ms_per_step']:.0f}",
+             f"{summary[key]['steps_per_s'] / summary['naive']['steps_per_s']:.2f}x")
+            for key, label in (("clipsearch", "clipsearch (decoded cache, pre-tokenised)"),
+                               ("naive", "naive (PIL per item, tokenise per batch, workers=0)"))]
+    path = write_result(out_dir, "train", result, rows,
+                        ("variant", "steps/s", "samples/s", "data wait ms/step", "compute ms/step", "ratio"))
     print(path.read_text())
     return result

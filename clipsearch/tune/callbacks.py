@@ -81,7 +81,7 @@ class ProgressLines(Callback):
         self._say(trial, f"done after {epochs} epoch(s)" + (" (stopped early)" if epochs < self.epochs else ""))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(trial, f"failed; retrying from its latest checkpoint (failure {trial.num_failures})")
+        self._say(trial, f"failed (failure {trial.num_failures}); retrying from its latest checkpoint, if it has one")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(trial, f"errored after {trial.num_failures} failure(s); the phase goes on")

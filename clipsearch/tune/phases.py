@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .. import tracking
 from ..config import flatten, parse_override
@@ -95,15 +95,14 @@ def run_phase(phase: str, opts: Options) -> Outcome:
         return execute(plan)
 
 
-def run_protocol(opts: Options) -> list[Outcome]:
-    """Phases 1, 2, 3 in one Ray session. With --resume, a finished phase is kept, an
-    interrupted one continued and the rest started."""
+def run_protocol(opts: Options) -> Iterator[Outcome]:
+    """Phases 1, 2, 3 in one Ray session, each outcome yielded as its phase ends. With
+    --resume, a finished phase is kept, an interrupted one continued and the rest started."""
     from .cluster import ray_session
 
     for phase in PHASES:  # every space file checked before the first trial
         if not (opts.resume and _phase_dir(opts, phase).exists()):
             load_space(_space_path(phase, opts), phase, _overrides(opts))
-    outcomes = []
     with ray_session(opts.address):
         for phase in PHASES:
             state = _state_if_any(_phase_dir(opts, phase)) if opts.resume else None
@@ -111,8 +110,7 @@ def run_protocol(opts: Options) -> list[Outcome]:
                 print(f"{phase}: finished before, kept", file=sys.stderr)
                 continue
             phase_opts = Options(**{**vars(opts), "resume": state is not None, "space": None})
-            outcomes.append(execute(prepare(phase, phase_opts)))
-    return outcomes
+            yield execute(prepare(phase, phase_opts))
 
 
 # ------------------------------------------------------------------------------ prepare
@@ -147,7 +145,7 @@ def prepare(phase: str, opts: Options) -> Plan:
         carried, space = _phase3_start(space, phase_dir.parent)
         state["carried"] = carried
         optuna_space = OptunaSpace(space.params, {**carried, **space.constants})
-    _check_data(space, state)
+    _check_start(space, state)
     return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space)
 
 
@@ -212,12 +210,16 @@ def _storage_path(opts: Options, phase_dir: Path) -> str:
     return str(Path(opts.storage).resolve() / opts.name / phase_dir.name)
 
 
-def _check_data(space: SearchSpace, state: dict) -> None:
-    """Missing data files are a bad input: say so now, not in every trial."""
+def _check_start(space: SearchSpace, state: dict) -> None:
+    """What every trial shares, checked now rather than failing in every trial: the data files
+    exist, and each epoch is evaluated (ASHA and the ranking compare every epoch's metric)."""
     from ..data import check_sources
 
-    carried = state.get("carried", {})
-    check_sources(space.base.config({**carried, **space.constants}, space.path).data)
+    cfg = space.base.config({**state.get("carried", {}), **space.constants}, space.path)
+    check_sources(cfg.data)
+    if cfg.eval.every != 1:
+        raise InputError(f"eval.every is {cfg.eval.every}: trials must be evaluated after every epoch",
+                         where=f"{space.path}: eval.every", fix="set eval.every: 1 in the space's params or base")
 
 
 # ------------------------------------------------------------------------------ phase 2 and 3 inputs

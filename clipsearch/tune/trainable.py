@@ -7,11 +7,11 @@ Each epoch's metrics go to `tune.report` with the run folder as the checkpoint: 
 then keeps with the trial). A trial that failed, or whose phase was interrupted, starts again
 from its latest checkpoint: the folder is restored, and train() continues from it.
 
-Test-only fault injection: CLIPSEARCH_TEST_FAULT="KEY=VALUE@EPOCH" makes every trial whose
-config has KEY == VALUE (VALUE * matches any) raise InjectedFault once it has trained past
-EPOCH, before reporting that epoch: every attempt fails the same way after resuming from the
-checkpoint of EPOCH. The variable reaches trials through the environment the local Ray
-cluster inherits from the driver; nothing in clipsearch sets it.
+Test-only fault injection: CLIPSEARCH_TEST_FAULT="KEY=VALUE@EPOCH" (several rules joined by
+';') makes every trial whose config has KEY == VALUE (VALUE * matches any) raise InjectedFault
+once it has trained past EPOCH, before reporting that epoch: every attempt fails the same way
+after resuming from the checkpoint of EPOCH. The variable reaches trials through the
+environment the local Ray cluster inherits from the driver; nothing in clipsearch sets it.
 """
 
 from __future__ import annotations
@@ -67,14 +67,16 @@ def _restore_latest(run_dir: Path) -> Path | None:
 
 
 def _fault_hook(values: dict[str, Any]) -> Callable[[int], None]:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return lambda epoch: None
-    condition, _, after = spec.rpartition("@")
-    key, _, wanted = condition.partition("=")
-    hit = wanted == "*" or str(values.get(key)) == wanted
+    """The test-only fault of this trial: the first rule of CLIPSEARCH_TEST_FAULT
+    ("KEY=VALUE@EPOCH", several joined by ';') that its config matches, or none."""
+    for rule in filter(None, os.environ.get(FAULT_ENV, "").split(";")):
+        condition, _, after = rule.rpartition("@")
+        key, _, wanted = condition.partition("=")
+        if wanted == "*" or str(values.get(key)) == wanted:
+            return lambda epoch, rule=rule, after=int(after): _maybe_fail(epoch, after, rule)
+    return lambda epoch: None
 
-    def fault(epoch: int) -> None:
-        if hit and epoch > int(after):
-            raise InjectedFault(f"{FAULT_ENV}={spec}: injected failure at epoch {epoch}")
-    return fault
+
+def _maybe_fail(epoch: int, after: int, rule: str) -> None:
+    if epoch > after:
+        raise InjectedFault(f"{FAULT_ENV} rule {rule!r}: injected failure at epoch {epoch}")

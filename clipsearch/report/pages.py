@@ -1,0 +1,264 @@
+"""A phase's report and an experiment's: the panels (extract, then draw), the pages, the files.
+
+results/EXP/PHASE/report.html, importance.json and report_png/*.png for a phase;
+results/EXP/report.html for an experiment (a section per phase, after a summary of each
+phase's best). A figure that cannot be drawn leaves a note on the page saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import InputError
+from ..tune.results import atomic_write_text, write_json
+from . import data as D
+from . import figures as F
+from . import html as H
+from .export import PNG_DIR, write_pngs
+from .importance import importance_report
+from .sources import PhaseData, is_phase, load_phase
+
+REPORT_HTML, IMPORTANCE_JSON = "report.html", "importance.json"
+PHASE_ORDER = ("phase1", "phase2", "phase3")
+TOP_K = 10
+
+
+@dataclass
+class PhaseReport:
+    data: PhaseData
+    kinds: dict[str, D.ParamKind]
+    constant: dict[str, str]
+    importance: dict[str, Any]
+    panels: list[H.Panel] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ building
+
+def build_phase(data: PhaseData) -> PhaseReport:
+    kinds, constant = D.param_kinds(r["config"] for r in data.rows)
+    kinds = D.with_declared(kinds, data.declared)
+    importance = importance_report(data.rows, _histories_for_importance(data), data.metric, kinds, constant,
+                                   kinds_from="the phase's optuna.db, else the trials' values" if data.declared
+                                   else "the trials' values")
+    report = PhaseReport(data, kinds, constant, importance)
+    report.panels = [_parallel(report), *_importance_panels(report), _by(report, D.OPTIMIZER), _by(report, D.LOSS),
+                     _progression(report), _curves(report), *_optional_panels(report)]
+    return report
+
+
+def _histories_for_importance(data: PhaseData) -> dict[str, D.History]:
+    """Ray's per-epoch records; trials.csv's two points for a trial Ray kept none of."""
+    ids = {str(r["trial_id"]) for r in data.rows}
+    fallback = {str(r["trial_id"]): D.history_from_row(r, data.metric) for r in data.rows}
+    return {**fallback, **{t: h for t, h in data.histories.items() if t in ids}}
+
+
+def _attempt(name: str, title: str, draw: Callable[[], Any], caption: str | None = None,
+             unusable: tuple[type[Exception], ...] = (D.Unavailable,)) -> H.Panel:
+    try:
+        return H.Panel(name, title, draw(), caption=caption)
+    except unusable as why:
+        return H.Panel(name, title, note=f"Not shown: {why}.")
+
+
+def _parallel(r: PhaseReport) -> H.Panel:
+    caption = ("One line per trial that has a score (errored trials have none). Log-scale parameters are "
+               "plotted as powers of ten; n/a: a conditional parameter the trial did not set.")
+    return _attempt("parallel_coordinates", "Parallel coordinates",
+                    lambda: F.parallel_coordinates(D.parallel_coordinates(r.data.rows, r.kinds, r.data.metric)),
+                    caption)
+
+
+def _importance_panels(r: PhaseReport) -> list[H.Panel]:
+    imp = r.importance
+    if imp["reason"]:
+        return [H.Panel("importance", "Hyperparameter importance", note=f"Not computed: {imp['reason']}.")]
+    caption = (f"Target: {imp['target']}. The {imp['trials_used']} trials that reached epoch "
+               f"{imp['common_epoch']} are compared there; trials ASHA stopped before it are left out, so every "
+               f"value comes from the same number of epochs. Each method's importances sum to 100%.")
+    notes = [f"{m}: {res['reason']}" for m, res in imp["methods"].items() if res["reason"]]
+    notes += [f"{m} left out {k}: {why}" for m, res in imp["methods"].items()
+              for k, why in res["not_evaluated"].items()]
+    drawn = any(res["importances"] for res in imp["methods"].values())
+    panel = H.Panel("importance", "Hyperparameter importance (fANOVA and PED-ANOVA)",
+                    F.importance(imp) if drawn else None, note="; ".join(notes) or None, caption=caption)
+    return [panel, _share_panel(imp)]
+
+
+def _share_panel(imp: dict[str, Any]) -> H.Panel:
+    shares = imp["optimizer_vs_loss"]
+    title = "Optimizer vs loss"
+    if not any("reason" not in s for s in shares.values()):
+        reasons = sorted({s["reason"] for s in shares.values()})
+        return H.Panel("optimizer_vs_loss", title, note=f"Not shown: {'; '.join(reasons)}.")
+    caption = ("The importances of optimizer.name and loss.name rescaled to sum to 100% "
+               "(seed 001 found the optimizer 89%, the loss 11%).")
+    return H.Panel("optimizer_vs_loss", title, F.optimizer_vs_loss(shares), caption=caption)
+
+
+def _by(r: PhaseReport, key: str) -> H.Panel:
+    name, title = f"objective_by_{key.split('.')[0]}", f"Best {r.data.metric} by {key}"
+    if key in r.constant:
+        return H.Panel(name, title, note=f"Not shown: {key} {r.constant[key]} in this phase.")
+    caption = ("Each trial's best score over the epochs it reached; a cross marks a trial ASHA stopped early "
+               "(its score comes from fewer epochs). Choices sorted by median, best first.")
+    return _attempt(name, title, lambda: F.objective_by(D.objective_by(r.data.rows, key, r.data.metric), key,
+                                                        r.data.metric), caption)
+
+
+def _progression(r: PhaseReport) -> H.Panel:
+    caption = ("Best so far follows the ranking: the trial that reached the most epochs, then the best score; "
+               "it can fall when a trial that trained longer overtakes one stopped early.")
+    if not r.data.histories:
+        caption += " Trial order is trials.csv's: no start times were found."
+    return _attempt("progression", f"Best {r.data.metric} over trials",
+                    lambda: F.progression(D.progression(r.data.rows, r.data.metric, r.data.order), r.data.metric),
+                    caption)
+
+
+def _curves(r: PhaseReport) -> H.Panel:
+    if not r.data.histories:
+        return H.Panel("learning_curves", "Learning curves",
+                       note=f"Not shown: no per-epoch records ({r.data.histories_from}).")
+    return _attempt("learning_curves", "Learning curves",
+                    lambda: F.learning_curves(D.learning_curves(r.data.histories, r.data.rows, r.data.metric),
+                                              r.data.metric),
+                    f"From {r.data.histories_from}. Crosses: trials ASHA stopped early, at their last epoch.")
+
+
+def _optional_panels(r: PhaseReport) -> list[H.Panel]:
+    """Figures for data only some protocols produce: absent without a note when not there."""
+    panels = []
+    if D.is_lr_wd_sweep(r.kinds):
+        panels.append(_attempt("lr_wd_grid", "(lr, weight decay) sweep",
+                               lambda: F.lr_wd_heatmap(D.lr_wd_grid(r.data.rows, r.data.metric), r.data.metric)))
+    # a malformed file some other protocol wrote is a note on the page, not a failed report
+    malformed = (D.Unavailable, ValueError, TypeError)
+    if r.data.embeddings is not None:
+        panels.append(_attempt("tsne", "t-SNE of the embeddings", lambda: F.tsne(_tsne(r.data.embeddings)),
+                               unusable=malformed))
+    if r.data.confusion is not None:
+        panels.append(_attempt("confusion_matrix", "Confusion matrix",
+                               lambda: F.confusion(_confusion(r.data.confusion)), unusable=malformed))
+    return panels
+
+
+def _confusion(content: dict) -> D.Confusion:
+    if not isinstance(content, dict) or "matrix" not in content or "class_names" not in content:
+        raise D.Unavailable("confusion_matrix.json needs keys 'matrix' and 'class_names'")
+    return D.confusion_data(content["matrix"], content["class_names"])
+
+
+def _tsne(arrays: dict) -> D.Embedding2D:
+    if "embeddings" not in arrays or "labels" not in arrays:
+        raise D.Unavailable("embeddings.npz needs arrays 'embeddings' and 'labels'")
+    names = arrays.get("class_names")
+    return D.tsne_points(arrays["embeddings"], arrays["labels"], None if names is None else list(names))
+
+
+# ------------------------------------------------------------------------------ the page of a phase
+
+def phase_body(r: PhaseReport, figures: H.FigureHtml) -> list[str]:
+    parallel, *rest = r.panels
+    body = [H.facts(_phase_facts(r)), *map(H.note, r.data.problems), H.panel(parallel, figures, r.data.name)]
+    body.append(f"<h3>Top {TOP_K} configurations</h3>")
+    try:
+        body.append(H.table(D.top_configurations(r.data.rows, r.kinds, r.data.metric, TOP_K)))
+    except D.Unavailable as why:
+        body.append(H.note(f"Not shown: {why}."))
+    body += [H.panel(p, figures, r.data.name) for p in rest]
+    return body
+
+
+def _phase_facts(r: PhaseReport) -> list[tuple[str, Any]]:
+    rows, best = r.data.rows, r.data.best or {}
+    imp = r.importance
+    return [
+        ("trials", len(rows)),
+        ("ranked / errored / stopped early", f"{sum(x.get('rank') is not None for x in rows)} / "
+                                             f"{sum(x.get('status') == 'ERROR' for x in rows)} / "
+                                             f"{sum(bool(x.get('stopped_early')) for x in rows)}"),
+        ("metric", r.data.metric),
+        ("best trial", f"{best['trial_id']}: {best['score']:.4g} (compared at epoch {best['compared_at_epoch']}, "
+                       f"best epoch {best['best_epoch']})" if best else "none (no best.json)"),
+        ("searched", ", ".join(r.kinds) or "nothing varied"),
+        ("importance", f"at epoch {imp['common_epoch']} over {imp['trials_used']} trials" if not imp["reason"]
+                       else f"not computed: {imp['reason']}"),
+    ]
+
+
+def _page_title(data: PhaseData) -> str:
+    experiment = data.state.get("experiment") or data.phase_dir.parent.name
+    return f"clipsearch report: {experiment} / {data.name}"
+
+
+# ------------------------------------------------------------------------------ files
+
+def write_phase_files(r: PhaseReport) -> Path:
+    """importance.json and report.html of one phase; returns the page's path."""
+    write_json(r.data.phase_dir / IMPORTANCE_JSON, r.importance)
+    page = H.document(_page_title(r.data), phase_body(r, H.FigureHtml()))
+    return _write_text(r.data.phase_dir / REPORT_HTML, page)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
+def png_jobs(r: PhaseReport) -> list[tuple[Any, Path]]:
+    folder = r.data.phase_dir / PNG_DIR
+    return [(p.figure, folder / f"{p.name}.png") for p in r.panels if p.figure is not None]
+
+
+def write_phase_report(phase_dir: Path, png: bool = True) -> Path:
+    """Build one phase's report: report.html, importance.json and (with png) report_png/."""
+    report = build_phase(load_phase(Path(phase_dir)))
+    page = write_phase_files(report)
+    if png:
+        write_pngs(png_jobs(report), [report.data.phase_dir / PNG_DIR])
+    return page
+
+
+# ------------------------------------------------------------------------------ an experiment
+
+def phase_dirs(exp_dir: Path) -> list[Path]:
+    """The experiment's phases (folders holding a trials.csv): phase1..3 first, others by name."""
+    found = [d for d in Path(exp_dir).iterdir() if d.is_dir() and is_phase(d)] if Path(exp_dir).is_dir() else []
+    return sorted(found, key=lambda d: (PHASE_ORDER.index(d.name) if d.name in PHASE_ORDER else len(PHASE_ORDER),
+                                        d.name))
+
+
+def write_experiment_report(exp_dir: Path, png: bool = True) -> Path:
+    """results/EXP/report.html with a section per phase, and every phase's own files."""
+    exp_dir = Path(exp_dir)
+    phases = phase_dirs(exp_dir)
+    if not phases:
+        raise InputError("not an experiment: no phase folder with a trials.csv in it", where=str(exp_dir),
+                         fix="give results/EXP of a search that has run")
+    reports = [build_phase(load_phase(d)) for d in phases]
+    for report in reports:
+        write_phase_files(report)
+    figures = H.FigureHtml()
+    body = ["<h2>Summary</h2>", H.table(experiment_summary(reports))]
+    for report in reports:
+        body += [f'<h2 id="{H.esc(report.data.name)}">{H.esc(report.data.name)}</h2>', *phase_body(report, figures)]
+    page = _write_text(exp_dir / REPORT_HTML, H.document(f"clipsearch report: {exp_dir.name}", body))
+    if png:
+        write_pngs([job for r in reports for job in png_jobs(r)], [r.data.phase_dir / PNG_DIR for r in reports])
+    return page
+
+
+def experiment_summary(reports: list[PhaseReport]) -> D.Table:
+    """Each phase's best (best.json): what it decided and what it scored."""
+    columns = ("phase", "trials", "errored", "best trial", "score", "compared at epoch", "best epoch", "decided")
+    rows = []
+    for r in reports:
+        best = r.data.best or {}
+        decided = ", ".join(f"{k}={H.cell(v)}" for k, v in (best.get("decided") or {}).items())
+        rows.append((r.data.name, len(r.data.rows), sum(x.get("status") == "ERROR" for x in r.data.rows),
+                     best.get("trial_id", "none"), best.get("score"), best.get("compared_at_epoch"),
+                     best.get("best_epoch"), decided))
+    return D.Table(columns, tuple(rows))

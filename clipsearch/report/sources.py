@@ -1,0 +1,175 @@
+"""What a report reads from a phase folder (results/EXP/PHASE). No Ray, no plotly.
+
+- trials.csv, best.json, phase.json: the phase's own files (clipsearch.tune.results).
+- optuna.db (phases 1 and 3): the distributions the search space declared, read-only.
+- per-epoch histories: Ray Tune's record of each trial, `result.json` (one JSON object per
+  reported epoch) in the trial's folder under phase.json's `experiment_path` (results/EXP/
+  PHASE/ray by default), `progress.csv` where result.json is missing. A trial reported again
+  after a resume has the same epoch twice: the later report wins, as in the phase's ranking.
+- optional, for classification runs: `embeddings.npz` (arrays `embeddings` (n, d), `labels`
+  (n,), optionally `class_names`) and `confusion_matrix.json` ({"class_names": [...],
+  "matrix": [[...]]}, rows = true class), where a protocol writes them into the phase folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tune.results import BEST_JSON, PHASE_JSON, TRIALS_CSV, read_json, read_trials_csv
+from .data import History, Row
+
+EMBEDDINGS, CONFUSION, OPTUNA_DB = "embeddings.npz", "confusion_matrix.json", "optuna.db"
+DEFAULT_METRIC = "objective"
+_RAY_DIR = "ray"
+_KEEP = ("epoch", "timestamp", "time_total_s")  # bookkeeping a history keeps besides metrics
+
+
+@dataclass
+class PhaseData:
+    phase_dir: Path
+    rows: list[Row]                            # trials.csv
+    state: dict[str, Any]                      # phase.json ({} when absent)
+    best: dict[str, Any] | None                # best.json
+    histories: dict[str, History]              # per epoch, from Ray's trial folders
+    histories_from: str                        # where they were read, or why there are none
+    order: list[str]                           # trial ids in the order the trials started
+    declared: dict[str, dict[str, Any]] = field(default_factory=dict)   # from optuna.db
+    embeddings: dict[str, np.ndarray] | None = None
+    confusion: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)   # optional files that could not be read
+
+    @property
+    def name(self) -> str:
+        return self.phase_dir.name
+
+    @property
+    def metric(self) -> str:
+        return self.state.get("metric") or DEFAULT_METRIC
+
+
+def is_phase(folder: Path) -> bool:
+    return (folder / TRIALS_CSV).is_file()
+
+
+def load_phase(phase_dir: Path) -> PhaseData:
+    phase_dir = Path(phase_dir)
+    rows = read_trials_csv(phase_dir / TRIALS_CSV)
+    state = _optional_json(phase_dir / PHASE_JSON) or {}
+    best = _optional_json(phase_dir / BEST_JSON)
+    histories, where = read_histories(_experiment_path(phase_dir, state))
+    data = PhaseData(phase_dir, rows, state, best, histories, where, start_order(histories),
+                     declared_distributions(phase_dir / OPTUNA_DB))
+    _load_extras(data)
+    return data
+
+
+def _optional_json(path: Path) -> dict | None:
+    return read_json(path, path.name, "rerun the phase") if path.is_file() else None
+
+
+def _experiment_path(phase_dir: Path, state: dict) -> Path | str:
+    """Where Ray kept the trials: the phase folder's own ray/ (the default storage, and the
+    right one when results were copied elsewhere), else phase.json's experiment_path (--storage;
+    a URI is not read here)."""
+    local, named = phase_dir / _RAY_DIR, state.get("experiment_path")
+    if local.is_dir() or not named:
+        return local
+    return Path(named) if "://" not in named else named
+
+
+def read_histories(experiment_path: Path | str) -> tuple[dict[str, History], str]:
+    """Each trial's reported epochs, by trial id; and where they came from (or why none)."""
+    if not isinstance(experiment_path, Path):
+        return {}, f"Ray's trial folders are at {experiment_path}, which the report does not download"
+    if not experiment_path.is_dir():
+        return {}, f"no Ray experiment folder at {experiment_path}"
+    histories = {}
+    for folder in sorted(p for p in experiment_path.iterdir() if p.is_dir()):
+        reports = _reports(folder)
+        if reports:
+            trial_id = str(reports[0].get("trial_id") or folder.name.removeprefix("trial_"))
+            histories[trial_id] = _by_epoch(reports)
+    return histories, f"Ray's trial folders in {experiment_path}"
+
+
+def _reports(folder: Path) -> list[dict]:
+    results, progress = folder / "result.json", folder / "progress.csv"
+    if results.is_file():
+        return [row for row in map(_json_line, results.read_text(encoding="utf-8").splitlines()) if row]
+    if progress.is_file():
+        with progress.open(encoding="utf-8", newline="") as f:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return []
+
+
+def _json_line(line: str) -> dict | None:
+    try:  # a driver killed mid-write leaves half a last line
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _number(cell: str) -> Any:
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return cell
+
+
+def _by_epoch(reports: list[dict]) -> History:
+    rows: dict[int, dict] = {}
+    for report in reports:
+        epoch = report.get("epoch")
+        if isinstance(epoch, (int, float)) and math.isfinite(epoch):
+            rows[int(epoch)] = {**{k: v for k, v in report.items() if _is_metric(k, v) or k in _KEEP},
+                                "epoch": int(epoch)}
+    return [rows[e] for e in sorted(rows)]
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith(
+        ("time_", "iterations_", "training_iteration", "pid", "timestamp"))
+
+
+def declared_distributions(path: Path) -> dict[str, dict[str, Any]]:
+    """Each parameter's distribution as the phase's Optuna study recorded it (Optuna's JSON),
+    {} without a study. Read through sqlite3, read-only: opening it with Optuna could migrate
+    the file's schema under a phase that may be resumed."""
+    if not path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT param_name, distribution_json FROM trial_params").fetchall()
+        return {name: json.loads(text) for name, text in reversed(rows)}  # the first trial's wins
+    except (sqlite3.Error, ValueError):
+        return {}
+
+
+def start_order(histories: dict[str, History]) -> list[str]:
+    """Trial ids by start time: the first report's timestamp less the time it had trained."""
+    def started(trial_id: str) -> float:
+        first = histories[trial_id][0]
+        return float(first.get("timestamp", math.inf)) - float(first.get("time_total_s", 0.0))
+    return sorted(histories, key=lambda t: (started(t), t))
+
+
+def _load_extras(data: PhaseData) -> None:
+    embeddings, confusion = data.phase_dir / EMBEDDINGS, data.phase_dir / CONFUSION
+    try:
+        if embeddings.is_file():
+            with np.load(embeddings, allow_pickle=False) as npz:
+                data.embeddings = {k: npz[k] for k in npz.files}
+        if confusion.is_file():
+            data.confusion = json.loads(confusion.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        data.problems.append(f"{exc.__class__.__name__} reading an optional file of {data.phase_dir}: {exc}")
