@@ -78,7 +78,6 @@ def train(
 
 @bench_app.command("train")
 def bench_train(
-    quick: QuickOpt = True,
     steps: Annotated[int, typer.Option(help="timed steps per variant")] = 20,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
@@ -209,7 +208,8 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
 @bench_app.command("tune")
 def bench_tune(
     trials: Annotated[int, typer.Option(help="trials per variant")] = 4,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 2,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 1,
+    rounds: Annotated[int, typer.Option(help="rounds of all variants (alternating order); medians are reported")] = 2,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
     """The platform's overhead per trial (Ray actor start, reporting, checkpointing, MLflow):
@@ -217,7 +217,7 @@ def bench_tune(
     train() in a loop, measured in one run. Writes OUT/tune.json and OUT/tune.md."""
     from .tune.bench import run_tune_benchmark
 
-    run_tune_benchmark(trials=trials, epochs=epochs, out_dir=out)
+    run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
 
 
 def main() -> None:

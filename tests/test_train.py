@@ -42,16 +42,22 @@ def test_different_seed_gives_different_metrics():
     assert a["train_loss"] != b["train_loss"]
 
 
-def test_run_stopped_after_epoch_k_and_resumed_ends_like_an_unbroken_run(tmp_path):
-    unbroken = train(tiny(), run_dir=tmp_path / "unbroken")
+@pytest.mark.parametrize("loss", ["clip", "isogclr"])
+def test_run_stopped_after_epoch_k_and_resumed_ends_like_an_unbroken_run(tmp_path, loss):
+    """isogclr: the per-sample state (u, b, temperatures, their momentum) must come back exactly,
+    or the resumed run's temperature statistics and metrics would differ."""
+    unbroken = train(tiny(f"loss.name={loss}"), run_dir=tmp_path / "unbroken")
 
     def crash_after_two(metrics, checkpoint):
         if metrics["epoch"] == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        train(tiny(), report=crash_after_two, run_dir=tmp_path / "broken")
-    resumed = train(tiny(), run_dir=tmp_path / "broken", resume_from=tmp_path / "broken" / "checkpoint")
+        train(tiny(f"loss.name={loss}"), report=crash_after_two, run_dir=tmp_path / "broken")
+    resumed = train(tiny(f"loss.name={loss}"), run_dir=tmp_path / "broken",
+                    resume_from=tmp_path / "broken" / "checkpoint")
+    if loss == "isogclr":
+        assert resumed["loss_tau_max"] > resumed["loss_tau_min"]  # the state is not trivial
     drop = {"epoch_seconds"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in unbroken.items() if k not in drop}
 
@@ -73,3 +79,11 @@ def test_non_finite_loss_stops_training_at_once(monkeypatch):
     with pytest.raises(NonFiniteLossError, match="step 3"):
         train(tiny())
     assert len(calls) == 3
+
+
+def test_isogclr_temperatures_spread_in_training_while_sogclr_stays_fixed():
+    iso = train(tiny("loss.name=isogclr", "train.epochs=1"))
+    sog = train(tiny("loss.name=sogclr", "train.epochs=1"))
+    tau_init = tiny("loss.name=isogclr").loss.params["tau_init"]
+    assert iso["loss_tau_min"] < tau_init and iso["loss_tau_max"] - iso["loss_tau_min"] > 0.01
+    assert sog["loss_tau_min"] == sog["loss_tau_max"] == tiny("loss.name=sogclr").loss.params["temperature"]

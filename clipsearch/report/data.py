@@ -308,9 +308,11 @@ def param_axis(kind: ParamKind, values: list[Any]) -> Axis:
 
 
 def categorical_axis(label: str, values: list[Any], choices: tuple[Any, ...]) -> Axis:
+    """Each choice at an integer position; the range covers every choice, so that one no
+    trial scored with (all its trials errored, or the space declared it unused) still shows."""
     names = [str(c) for c in choices] + ([MISSING] if any(v is None for v in values) else [])
     codes = tuple(float(names.index(MISSING if v is None else str(v))) for v in values)
-    return Axis(label, codes, tuple(float(i) for i in range(len(names))), tuple(names))
+    return Axis(label, codes, tuple(float(i) for i in range(len(names))), tuple(names), (0.0, len(names) - 1.0))
 
 
 def log_axis(label: str, values: list[float | None]) -> Axis:

@@ -110,6 +110,11 @@ def test_a_log_axis_within_a_decade_gets_ticks_at_2_and_5_and_spans_them():
     assert axis.tickvals == pytest.approx((-3.0, math.log10(2e-3), math.log10(5e-3), -2.0))
 
 
+def test_a_category_no_scored_trial_chose_keeps_its_place_on_the_axis():
+    axis = D.categorical_axis("optimizer.name", ["adamw", "radam"], ("adamw", "radam", "momentum"))
+    assert axis.values == (0, 1) and axis.ticktext == ("adamw", "radam", "momentum") and axis.range == (0, 2)
+
+
 def test_parallel_coordinates_axes_categories_log_and_missing():
     rows = hand_rows()
     kinds, _ = D.param_kinds(r["config"] for r in rows)
@@ -119,6 +124,7 @@ def test_parallel_coordinates_axes_categories_log_and_missing():
     assert data.trial_ids == ("t1", "t2", "t3", "t4", "t5")  # t6 errored: no score
     optimizer = data.axes[1]
     assert optimizer.values == (0, 0, 1, 1, 2) and optimizer.ticktext == ("adamw", "radam", "sgd")
+    assert optimizer.range == (0, 2)
     momentum = data.axes[3]  # only t5 (scored) set it: the others sit at "n/a", below 0.9
     assert momentum.ticktext[0] == D.MISSING and momentum.values[4] == 0.9
     assert momentum.values[:4] == (momentum.tickvals[0],) * 4 and momentum.tickvals[0] < 0.9
