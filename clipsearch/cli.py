@@ -125,7 +125,7 @@ def _search_options(**given) -> "object":
 
 def _report_outcomes(outcomes) -> None:
     """One JSON line per finished phase on stdout; a failed phase: one line on stderr, exit 1."""
-    from .tune.phases import RunFailed
+    from .tune.runner import RunFailed
 
     try:
         for outcome in outcomes:

@@ -7,7 +7,15 @@ import none, so that every input is checked before a cluster starts:
 - results: trials.csv, best.json, phase.json
 - trainable: one trial = one clipsearch.train.train run (Ray)
 - callbacks: a child MLflow run per trial under the phase's parent run (Ray)
-- phases: phase 1 (Optuna + ASHA), phase 2 (grid), phase 3 (Optuna), the protocol (Ray)
+- phases: what phase 1 (Optuna + ASHA), phase 2 (grid) and phase 3 (Optuna) run, checked
+  before Ray starts; the protocol
+- runner: a prepared phase on Ray Tune, and its results (Ray)
 - cluster: a local Ray cluster or --address (Ray)
 - bench: the platform's overhead per trial (Ray)
 """
+
+import os
+
+# Tune warns each time a checkpoint forces an experiment snapshot; with CheckpointConfig(
+# num_to_keep=1) that is by design (the snapshot is what makes --resume lose nothing).
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

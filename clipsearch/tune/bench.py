@@ -2,7 +2,7 @@
 train() in a loop, measured in one run.
 
 Each variant runs the same `trials` configs (the quick preset, 10% of the pairs, `epochs`
-epochs, four learning rates) one at a time, so that the only difference is what Tune adds:
+epochs, one learning rate each) one at a time, so that the only difference is what Tune adds:
 starting (or reusing) the trial's actor and importing torch there, reporting each epoch,
 copying each epoch's checkpoint into the experiment folder, Tune's own bookkeeping and the
 MLflow child run (params, per-epoch metrics) on the driver. Starting the Ray cluster is
@@ -13,6 +13,7 @@ trial, Tune with reuse_actors=True (what the phases use).
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import tempfile
 import time
@@ -67,38 +68,55 @@ def _through_tune(base: Base, shared: dict, lrs: list[float], workdir: Path, reu
     return seconds
 
 
-def run_tune_benchmark(trials: int = 4, epochs: int = 2, out_dir: Path = Path("results/benchmarks")) -> Path:
+VARIANTS = ("in_process", "tune_fresh_actors", "tune_reuse_actors")
+LABELS = {"in_process": "in-process train() loop", "tune_fresh_actors": "Ray Tune, a fresh actor per trial",
+          "tune_reuse_actors": "Ray Tune, reuse_actors=True"}
+
+
+def run_tune_benchmark(trials: int = 4, epochs: int = 1, rounds: int = 2,
+                       out_dir: Path = Path("results/benchmarks")) -> Path:
+    """Each round runs the three variants, in reverse order every other round, so that the load
+    of a shared machine falls on all of them alike; the figures are medians over rounds."""
     import ray
 
     raw, defaults, _ = read_base("quick")
     base = Base(raw, defaults, "quick")
     shared, lrs = _configs(trials, epochs)
+    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as tmp:
         workdir = Path(tmp)
-        loop = _in_process(base, shared, lrs, workdir)
         started = time.perf_counter()
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
         ray_start = time.perf_counter() - started
         try:
-            fresh = _through_tune(base, shared, lrs, workdir, reuse=False, tag="fresh")
-            reused = _through_tune(base, shared, lrs, workdir, reuse=True, tag="reused")
+            for r in range(rounds):
+                for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
+                    run = workdir / f"{variant}-{r}"
+                    if variant == "in_process":
+                        seconds[variant].append(_in_process(base, shared, lrs, run))
+                    else:
+                        reuse = variant == "tune_reuse_actors"
+                        seconds[variant].append(_through_tune(base, shared, lrs, run, reuse, variant))
         finally:
             ray.shutdown()
-    return _write(out_dir, trials, epochs, loop, fresh, reused, ray_start)
+    return _write(out_dir, trials, epochs, rounds, seconds, ray_start)
 
 
-def _write(out_dir: Path, trials: int, epochs: int, loop: float, fresh: float, reused: float, ray_start: float) -> Path:
-    per = {"in-process train() loop": loop, "Ray Tune, a fresh actor per trial": fresh,
-           "Ray Tune, reuse_actors=True": reused}
-    rows = [(name, trials, f"{s:.1f}", f"{s / trials:.1f}", f"{(s - loop) / trials:+.1f}") for name, s in per.items()]
-    rows.append(("ray.init (local, once per command)", "", f"{ray_start:.1f}", "", ""))
+def _write(out_dir: Path, trials: int, epochs: int, rounds: int, seconds: dict[str, list[float]],
+           ray_start: float) -> Path:
+    median = {v: statistics.median(s) for v, s in seconds.items()}
+    loop = median["in_process"]
+    rows = [(LABELS[v], trials, f"{median[v]:.1f}", " / ".join(f"{s:.1f}" for s in seconds[v]),
+             f"{median[v] / trials:.1f}", f"{(median[v] - loop) / trials:+.1f}") for v in VARIANTS]
+    rows.append(("ray.init (local, once per command)", "", f"{ray_start:.1f}", "", "", ""))
     result = {
         "environment": environment(),
-        "command": f"clipsearch bench tune --trials {trials} --epochs {epochs}",
-        "setup": {"trials": trials, "epochs": epochs, "data.fraction": 0.1, "preset": "quick",
+        "command": f"clipsearch bench tune --trials {trials} --epochs {epochs} --rounds {rounds}",
+        "setup": {"trials": trials, "epochs": epochs, "rounds": rounds, "data.fraction": 0.1, "preset": "quick",
                   "concurrency": 1, "mlflow": "sqlite child run per trial", "checkpoint": "every epoch"},
-        "seconds": {"in_process": loop, "tune_fresh_actors": fresh, "tune_reuse_actors": reused, "ray_init": ray_start},
-        "overhead_per_trial_s": {"fresh_actors": (fresh - loop) / trials, "reuse_actors": (reused - loop) / trials},
+        "seconds": seconds, "median_seconds": median, "ray_init_seconds": ray_start,
+        "overhead_per_trial_s": {v: (median[v] - loop) / trials for v in VARIANTS if v != "in_process"},
     }
     return write_result(out_dir, "tune", result, rows,
-                        ("variant", "trials", "wall s", "s per trial", "overhead per trial s"))
+                        ("variant", "trials", "median wall s", "wall s per round", "s per trial",
+                         "overhead per trial s"))

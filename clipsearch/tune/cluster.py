@@ -8,13 +8,11 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-# Tune warns each time a checkpoint forces an experiment snapshot; with CheckpointConfig(
-# num_to_keep=1) that is by design (the snapshot is what makes --resume lose nothing).
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+FORWARDED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CLIPSEARCH_TEST_FAULT")
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, quiet: bool = False) -> Iterator[None]:
+def ray_session(address: str | None = None) -> Iterator[None]:
     """Connect to `address`, or start a local cluster with every core of this machine; print
     the dashboard URL; shut down on exit. Inside a running session (tests, the protocol), the
     session is reused."""
@@ -24,10 +22,14 @@ def ray_session(address: str | None = None, quiet: bool = False) -> Iterator[Non
         yield
         return
     local = address is None
-    context = ray.init(address=address or "local", num_cpus=os.cpu_count() if local else None,
-                       include_dashboard=True, logging_level="WARNING")
-    if not quiet:
-        _print_dashboard(context.dashboard_url)
+    if local:
+        # workers of a local cluster inherit this process's environment (HF_HUB_OFFLINE, ...)
+        context = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, logging_level="WARNING")
+    else:
+        # a cluster's workers do not: hand them the variables clipsearch's trials read
+        env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
+        context = ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING")
+    _print_dashboard(context.dashboard_url)
     try:
         yield
     finally:

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+#: columns that hold text even when it looks like a number (trial ids such as "12e45_00001")
+_TEXT_COLUMNS = {"trial_id", "status", "error"}
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-?inf$|^nan$")
+
+
 def read_trials_csv(path: Path) -> list[dict]:
     """trials.csv with typed cells (numbers, booleans, None for blanks); config keys gathered
     under "config" as a flat dict."""
@@ -111,22 +118,22 @@ def read_trials_csv(path: Path) -> list[dict]:
         raise InputError("no trials.csv", where=str(path), fix="run the previous phase first") from None
     rows = []
     for raw in csv.DictReader(io.StringIO(text)):
-        row = {k: _parse(v) for k, v in raw.items() if not k.startswith("config/")}
+        row = {k: v if k in _TEXT_COLUMNS else _parse(v) for k, v in raw.items() if not k.startswith("config/")}
         row["config"] = {k[len("config/"):]: _parse(v) for k, v in raw.items() if k.startswith("config/") and v != ""}
         rows.append(row)
     return rows
 
 
 def _parse(cell: str | None) -> Any:
+    """A cell as written by _cell: int, float (repr), bool, None for blank, else text."""
     if cell is None or cell == "":
         return None
     if cell in ("True", "False"):
         return cell == "True"
-    for kind in (int, float):
-        try:
-            return kind(cell)
-        except ValueError:
-            pass
+    if _INT.match(cell):
+        return int(cell)
+    if _FLOAT.match(cell):
+        return float(cell)
     return cell
 
 

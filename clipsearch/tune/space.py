@@ -156,9 +156,9 @@ class SearchSpace:
     def grid_axes(self) -> dict[str, list]:
         return {p.key: list(p.values) for p in self.params if p.kind == "grid"}
 
-    def epochs(self, carried: dict[str, Any] | None = None) -> int:
-        """train.epochs of the trials (a constant, or what they start from)."""
-        return self.base.config({**(carried or {}), **self.constants}, self.path).train.epochs
+    def epochs(self) -> int:
+        """train.epochs of the trials (a constant, or the base's)."""
+        return self.base.config(self.constants, self.path).train.epochs
 
 
 class OptunaSpace:

@@ -4,8 +4,9 @@ The trial's config holds flat dotted keys (phase 2 nests its optimizer and loss 
 "optimizer" and "loss"; flattening gives the same keys), set over the phase's base config.
 Each epoch's metrics go to `tune.report` with the run folder as the checkpoint: the folder holds
 `checkpoint/state.pt` (to resume) and `best/model.pt` (the best epoch's weights, which Tune
-then keeps with the trial). A trial that failed, or whose phase was interrupted, starts again
-from its latest checkpoint: the folder is restored, and train() continues from it.
+then keeps with the trial; once the trial is finished, the driver drops the state and keeps
+that). A trial that failed, or whose phase was interrupted, starts again from its latest
+checkpoint: the folder is restored, and train() continues from it.
 
 Test-only fault injection: CLIPSEARCH_TEST_FAULT="KEY=VALUE@EPOCH" (several rules joined by
 ';') makes every trial whose config has KEY == VALUE (VALUE * matches any) raise InjectedFault
@@ -25,10 +26,12 @@ from typing import Any, Callable
 from ray import tune
 
 from ..config import flatten
+from ..train import CHECKPOINT_FILE, train
 from .space import Base
 
 FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
 RUN_DIR = "run"
+STATE_DIR = "checkpoint"  # train()'s folder for state.pt inside the run folder
 
 
 class InjectedFault(RuntimeError):
@@ -36,15 +39,12 @@ class InjectedFault(RuntimeError):
 
 
 def run_trial(config: dict[str, Any], base: Base) -> None:
-    from ..train import train
-
     # Tune logs every persisted checkpoint at INFO: one line per epoch per trial on the driver
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     values = flatten(config)
     cfg = base.config(values, source="trial config")
     # the trial's working directory (Tune makes it the cwd): local to the node running it
     run_dir = Path.cwd() / RUN_DIR
-    resume_from = _restore_latest(run_dir)
     fault = _fault_hook(values)
 
     def report(metrics: dict, _checkpoint_dir: Path | None) -> None:
@@ -52,18 +52,32 @@ def run_trial(config: dict[str, Any], base: Base) -> None:
         # the whole run folder, not just checkpoint/: best/model.pt must travel with the trial
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
 
-    train(cfg, report=report, run_dir=run_dir, resume_from=resume_from)
+    try:
+        restored = _restore_latest(run_dir)
+        if restored is FINISHED:
+            return  # the driver had pruned it as finished before it died: nothing left to run
+        train(cfg, report=report, run_dir=run_dir, resume_from=restored)
+    finally:
+        # Tune holds every epoch's copy; the local folder (a model, its optimizer state) would
+        # otherwise stay behind in Ray's session directory for every trial
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _restore_latest(run_dir: Path) -> Path | None:
-    """Put the trial's latest checkpoint into `run_dir`; the state.pt to resume from, or None."""
+FINISHED = object()
+
+
+def _restore_latest(run_dir: Path) -> Path | None | object:
+    """Put the trial's latest checkpoint into `run_dir`: the checkpoint to resume from, None
+    for a fresh trial, or FINISHED when the checkpoint holds no state to resume (see
+    callbacks.PruneFinished)."""
     checkpoint = tune.get_checkpoint()
     shutil.rmtree(run_dir, ignore_errors=True)  # a failed attempt's files may be newer than its checkpoint
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
         shutil.copytree(folder, run_dir)
-    return run_dir / "checkpoint"
+    state = run_dir / STATE_DIR
+    return state if (state / CHECKPOINT_FILE).is_file() else FINISHED
 
 
 def _fault_hook(values: dict[str, Any]) -> Callable[[int], None]:

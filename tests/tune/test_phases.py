@@ -12,6 +12,7 @@ momentum SGD at lr 1e8 diverges within epoch 1.
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,16 @@ def test_failing_trials_are_retried_then_errored_and_the_phase_completes(phase2)
     assert nan["status"] == "ERROR" and "NonFiniteLossError" in nan["error"] and nan["num_failures"] == 2
     best = json.loads((root / "results" / "exp" / "phase2" / "best.json").read_text())
     assert best["config"]["optimizer.name"] == "adamw" and best["errored"] == 2
+
+
+def test_finished_trials_keep_only_their_best_model_errored_ones_their_state(phase2):
+    root, _ = phase2
+    best = json.loads((root / "results" / "exp" / "phase2" / "best.json").read_text())
+    finished = Path(best["checkpoint"])
+    assert (finished / "best" / "model.pt").is_file() and not (finished / "checkpoint").exists()
+    errored = by_optimizer(read_trials_csv(root / "results" / "exp" / "phase2" / "trials.csv"))["radam"]
+    states = list((root / "results" / "exp" / "phase2" / "ray").glob(f"trial_{errored['trial_id']}/checkpoint_*/checkpoint/state.pt"))
+    assert len(states) == 1  # kept so that --resume can retry it
 
 
 def test_a_retried_trial_went_on_from_its_checkpoint(phase2):

@@ -38,6 +38,17 @@ def test_trials_csv_has_one_row_per_trial_and_reads_back_typed(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed into place
 
 
+def test_trial_ids_and_text_that_look_like_numbers_stay_text(tmp_path):
+    recs = [TrialRecord(tid, "TERMINATED", {"data.source": "runs/1_000", "model.text_tower": "hf:minilm",
+                                            "optimizer.lr": 1e-3, "train.epochs": 4}, [{"epoch": 1, "objective": 1.0}])
+            for tid in ("12e45678", "88250_00003", "00012345")]
+    write_trials_csv(tmp_path / "trials.csv", trial_rows(recs, rank_trials(recs, "objective"), "objective", 1))
+    back = read_trials_csv(tmp_path / "trials.csv")
+    assert sorted(r["trial_id"] for r in back) == ["00012345", "12e45678", "88250_00003"]
+    assert back[0]["config"] == {"data.source": "runs/1_000", "model.text_tower": "hf:minilm",
+                                 "optimizer.lr": 1e-3, "train.epochs": 4}
+
+
 def test_best_json_names_the_best_trial_and_what_it_decided(tmp_path):
     best = best_summary("phase1", "exp", "objective", records(), searched=["optimizer.lr", "optimizer.name"])
     assert best["trial_id"] == "t1" and best["score"] == 5.0 and best["compared_at_epoch"] == 2

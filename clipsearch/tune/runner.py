@@ -1,0 +1,282 @@
+"""Running a prepared phase on Ray Tune, and what it leaves: trials.csv, best.json, MLflow.
+
+`execute(plan)` opens the phase's MLflow parent run (reopened on --resume, closing what a killed
+driver left RUNNING), builds the Tuner (OptunaSearch + ASHA, or the grid) or restores it, runs
+it, and writes the phase's files from Tune's experiment folder, ranking the trials by the rule
+of clipsearch.tune.ranking. `clipsearch.tune.phases` prepares the plans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import tracking
+from ..config import flatten
+from .ranking import TrialRecord, rank_trials
+from .results import BEST_JSON, PHASE_JSON, TRIALS_CSV, best_summary, trial_rows, write_json, write_trials_csv
+from .space import Base, OptunaSpace, resolved_flat
+
+EXPERIMENT_DIR = "ray"  # Ray Tune's own experiment folder inside the phase's storage path
+
+
+class RunFailed(RuntimeError):
+    """The phase ran but produced nothing usable (every trial errored, or it was interrupted)."""
+
+
+class Interrupted(RunFailed):
+    """The phase stopped with trials unfinished (Ctrl-C): --resume continues it."""
+
+
+@dataclass
+class Plan:
+    """A phase ready to run: everything checked, nothing started."""
+
+    phase: str
+    phase_dir: Path
+    state: dict[str, Any]              # written to phase.json; all a resume needs
+    resume: bool
+    optuna_space: OptunaSpace | None = None
+
+
+@dataclass
+class Outcome:
+    """What a finished phase gives the command: its best trial (best.json) and counts."""
+
+    phase: str
+    phase_dir: Path
+    best: dict | None
+    trials: int
+    errored: int
+    seconds: float
+
+
+# ------------------------------------------------------------------------------ execute
+
+def execute(plan: Plan) -> Outcome:
+    """Run (or resume) the phase on Ray Tune; write trials.csv and best.json; log to MLflow."""
+    state, started = plan.state, time.time()
+    plan.phase_dir.mkdir(parents=True, exist_ok=True)
+    client = tracking.client(state["tracking_uri"])
+    exp_id = tracking.experiment_id(client, state["tracking_uri"], state["experiment"])
+    parent = tracking.phase_run(client, exp_id, state["experiment"], plan.phase, _parent_params(state),
+                                run_id=state.get("parent_run_id"))
+    if plan.resume:
+        closed = tracking.close_running(client, exp_id, parent)
+        print(f"{plan.phase}: resuming; {closed} MLflow trial run(s) of the interrupted driver closed as KILLED",
+              file=sys.stderr)
+    state.update(mlflow_experiment_id=exp_id, parent_run_id=parent)
+    write_json(plan.phase_dir / PHASE_JSON, state)
+    _announce(plan, state)
+    status = "FAILED"
+    try:
+        # stdout carries only the command's JSON result; Tune prints its banner there
+        with contextlib.redirect_stdout(sys.stderr):
+            _tuner(plan).fit()
+        outcome = _finish(plan, client, parent, started)
+        status = "FINISHED" if outcome.best else "FAILED"
+    except (KeyboardInterrupt, Interrupted):
+        status = "KILLED"
+        raise
+    finally:
+        tracking.close_running(client, exp_id, parent)  # trials cut off by an interruption
+        tracking.end_run(client, parent, status)
+    if outcome.best is None:
+        raise RunFailed(f"{plan.phase}: all {outcome.trials} trials errored; see {plan.phase_dir / TRIALS_CSV}")
+    return outcome
+
+
+def _parent_params(state: dict) -> dict[str, Any]:
+    keep = ("space", "metric", "num_samples", "max_concurrent", "seed", "max_failures", "storage_path")
+    return {**{k: state[k] for k in keep}, "base": state["base"]["name"],
+            **{f"const.{k}": v for k, v in state["constants"].items()}}
+
+
+def _announce(plan: Plan, state: dict) -> None:
+    print(f"{plan.phase} of {state['experiment']!r}: results in {plan.phase_dir}; MLflow {state['tracking_uri']} "
+          f"(experiment {state['experiment']!r}, parent run {state['parent_run_id']})", file=sys.stderr)
+
+
+def _tuner(plan: Plan):
+    from ray import tune
+
+    from .trainable import run_trial
+
+    state = plan.state
+    base = Base.from_json(state["base"])
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), state["resources"])
+    if plan.resume:
+        # Tune brings back the searcher, scheduler, callbacks and every trial from the
+        # experiment folder; finished trials stay finished, the others go on from their
+        # latest checkpoint (errored ones too: they get their retries again)
+        return tune.Tuner.restore(state["experiment_path"], trainable, resume_errored=True)
+    return tune.Tuner(trainable, param_space=_param_space(state), tune_config=_tune_config(plan),
+                      run_config=_run_config(state))
+
+
+def _param_space(state: dict) -> dict[str, Any]:
+    from ray import tune
+
+    grid = state.get("grid")
+    if grid is None:
+        return {}  # Optuna's define-by-run function holds the whole space
+    return {**grid["carried"], **state["constants"], "optimizer": tune.grid_search(grid["optimizer"]),
+            "loss": tune.grid_search(grid["loss"]), **{k: tune.grid_search(v) for k, v in grid["axes"].items()}}
+
+
+def _tune_config(plan: Plan):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    state = plan.state
+    if plan.optuna_space is None:
+        search = BasicVariantGenerator(max_concurrent=state["max_concurrent"])
+    else:
+        search = ConcurrencyLimiter(_optuna_search(plan), max_concurrent=state["max_concurrent"])
+    asha = state.get("asha")
+    # time_attr "epoch" rather than training_iteration: the same here, but the epoch is what
+    # train() counts and it survives a restore unchanged
+    scheduler = ASHAScheduler(time_attr="epoch", **asha) if asha else None
+    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=state["num_samples"],
+                           metric=state["metric"], mode="max", reuse_actors=state["reuse_actors"],
+                           trial_dirname_creator=_trial_dirname)
+
+
+def _optuna_search(plan: Plan):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    state = plan.state
+    # the study lives beside the phase's files so it survives a restart of the driver
+    storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / 'optuna.db'}")
+    return OptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
+                        study_name=_study_name(state),
+                        sampler=optuna.samplers.TPESampler(seed=state["seed"]))
+
+
+def _study_name(state: dict) -> str:
+    return f"{state['experiment']}-{state['phase']}"
+
+
+def _close_ghost_optuna_trials(phase_dir: Path, study_name: str) -> None:
+    """A driver killed just after the searcher asked Optuna for a trial, before Tune's next
+    snapshot, leaves that Optuna trial RUNNING forever (the resumed phase never knew it):
+    once every Tune trial is done, such leftovers are marked FAIL."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{phase_dir / 'optuna.db'}")
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _run_config(state: dict):
+    from ray import tune
+
+    from .callbacks import MLflowTrialRuns, ProgressLines, PruneFinished
+
+    return tune.RunConfig(
+        name=EXPERIMENT_DIR, storage_path=state["storage_path"], verbose=0,
+        failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
+        # one checkpoint per trial: the latest, which holds best/model.pt as well
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"]),
+                   ProgressLines(state["phase"], state["metric"], _epochs(state)), PruneFinished()],
+    )
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+# ------------------------------------------------------------------------------ results
+
+def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
+    state = plan.state
+    records = collect_records(state["experiment_path"])
+    unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
+    epochs = _epochs(state)
+    rows = trial_rows(records, rank_trials(records, state["metric"]), state["metric"], epochs)
+    write_trials_csv(plan.phase_dir / TRIALS_CSV, rows)
+    if unfinished:
+        raise Interrupted(f"{plan.phase} was interrupted with {len(unfinished)} trial(s) unfinished; "
+                        f"continue it with --resume")
+    if plan.phase != "phase2":
+        _close_ghost_optuna_trials(plan.phase_dir, _study_name(state))
+    searched = sorted({k for r in records for k in r.config} - set(state["constants"]))
+    best = best_summary(plan.phase, state["experiment"], state["metric"], records, searched)
+    if best is not None:
+        best["resolved_config"] = _resolved(state, records, best["trial_id"])
+        write_json(plan.phase_dir / BEST_JSON, best)
+    state["finished"] = True
+    write_json(plan.phase_dir / PHASE_JSON, state)
+    _log_phase(client, parent, plan, best, len(records))
+    errored = sum(r.status == "ERROR" for r in records)
+    return Outcome(plan.phase, plan.phase_dir, best, len(records), errored, time.time() - started)
+
+
+def _epochs(state: dict) -> int:
+    return Base.from_json(state["base"]).config(state["constants"], "phase.json").train.epochs
+
+
+def _resolved(state: dict, records: list[TrialRecord], best_id: str) -> dict:
+    """The best trial's complete config, registry defaults filled in: what it really ran."""
+    record = next(r for r in records if r.trial_id == best_id)
+    return resolved_flat(Base.from_json(state["base"]).config(record.config, "trial config"))
+
+
+def collect_records(experiment_path: str) -> list[TrialRecord]:
+    """Every trial of a Tune experiment folder, as the ranking and trials.csv need them."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(experiment_path)
+    frames = analysis.trial_dataframes
+    return [_record(trial, frames.get(trial.trial_id)) for trial in analysis.trials]
+
+
+def _record(trial, frame) -> TrialRecord:
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    history = []
+    if frame is not None and len(frame):
+        drop = [c for c in frame.columns
+                if c in AUTO_RESULT_KEYS or c in ("done", "trial_id", "should_checkpoint") or c.startswith("config/")]
+        rows = frame.drop(columns=drop).to_dict("records")
+        # an epoch reported again after a resume from an older checkpoint: the later report wins
+        history = sorted({int(row["epoch"]): row for row in rows if row.get("epoch") == row.get("epoch")}.values(),
+                         key=lambda row: row["epoch"])
+    seconds = float(frame["time_total_s"].iloc[-1]) if frame is not None and len(frame) else 0.0
+    checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
+    return TrialRecord(trial.trial_id, trial.status, flatten(trial.config), history, seconds,
+                       trial.num_failures, _error_line(trial) if trial.status == "ERROR" else "", checkpoint)
+
+
+def _error_line(trial) -> str:
+    """The exception of an errored trial in one line (its type and message)."""
+    text = trial.get_error() or ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Fault)\b", line)]
+    return (errors[-1] if errors else lines[-1] if lines else "error")[:500]
+
+
+def _log_phase(client, parent: str, plan: Plan, best: dict | None, trials: int) -> None:
+    """trials.csv, best.json and the best trial's best/model.pt as artifacts of the parent run."""
+    client.log_artifact(parent, str(plan.phase_dir / TRIALS_CSV))
+    if best is None:
+        return
+    client.log_artifact(parent, str(plan.phase_dir / BEST_JSON))
+    tracking.log_metrics(client, parent, {"best_score": best["score"], "trials": trials,
+                                          "errored": best["errored"]}, step=0)
+    if best.get("checkpoint"):
+        from ray import tune
+
+        with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
+            model = Path(folder) / "best" / "model.pt"
+            if model.is_file():
+                client.log_artifact(parent, str(model), artifact_path="best")
