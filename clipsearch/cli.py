@@ -76,6 +76,18 @@ def train(
     typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
 
 
+@app.command()
+def report(path: Annotated[Path, typer.Argument(help="results/EXP (an experiment: a section per phase) "
+                                                     "or results/EXP/PHASE (one phase)")]) -> None:
+    """Write report.html for an experiment or one phase: parallel coordinates, hyperparameter
+    importance (fANOVA and PED-ANOVA at a common epoch, optimizer vs loss), objective by optimizer
+    and by loss, objective over trials, learning curves, top configurations; importance.json and PNGs
+    of the figures (report_png/, needs Chromium). The page opens offline. Prints its path."""
+    from .report import report_command
+
+    typer.echo(str(report_command(path)))
+
+
 @bench_app.command("train")
 def bench_train(
     steps: Annotated[int, typer.Option(help="timed steps per variant")] = 20,
@@ -200,9 +212,12 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
     """
     given = dict(locals())
     given["spaces_dir"] = given.pop("spaces")
+    from .report import report_after_run
     from .tune.phases import run_protocol
 
-    _report_outcomes(run_protocol(_search_options(**given)))
+    opts = _search_options(**given)
+    _report_outcomes(run_protocol(opts))
+    report_after_run(opts.results / opts.name)  # the experiment's report: a section per phase
 
 
 @bench_app.command("tune")

@@ -217,6 +217,9 @@ def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
     state["finished"] = True
     write_json(plan.phase_dir / PHASE_JSON, state)
     _log_phase(client, parent, plan, best, len(records))
+    from ..report import report_after_run
+
+    report_after_run(plan.phase_dir)  # report.html, importance.json, PNGs; logged to the parent run
     errored = sum(r.status == "ERROR" for r in records)
     return Outcome(plan.phase, plan.phase_dir, best, len(records), errored, time.time() - started)
 
