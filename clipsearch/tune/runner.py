@@ -246,10 +246,13 @@ def collect_records(experiment_path: str) -> list[TrialRecord]:
 def _record(trial, frame) -> TrialRecord:
     from ray.tune.result import AUTO_RESULT_KEYS
 
+    from .trainable import NODE_ID
+
     history = []
     if frame is not None and len(frame):
         drop = [c for c in frame.columns
-                if c in AUTO_RESULT_KEYS or c in ("done", "trial_id", "should_checkpoint") or c.startswith("config/")]
+                if c in AUTO_RESULT_KEYS or c in ("done", "trial_id", "should_checkpoint", NODE_ID)
+                or c.startswith("config/")]
         rows = frame.drop(columns=drop).to_dict("records")
         # an epoch reported again after a resume from an older checkpoint: the later report wins
         history = sorted({int(row["epoch"]): row for row in rows if row.get("epoch") == row.get("epoch")}.values(),

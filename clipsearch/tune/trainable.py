@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import ray
 from ray import tune
 
 from ..config import flatten
@@ -31,6 +32,7 @@ from .space import Base
 
 FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
 RUN_DIR = "run"
+NODE_ID = "node_id"  # reported with every epoch's metrics: bookkeeping, not a result
 STATE_DIR = "checkpoint"  # train()'s folder for state.pt inside the run folder
 
 
@@ -46,11 +48,13 @@ def run_trial(config: dict[str, Any], base: Base) -> None:
     # the trial's working directory (Tune makes it the cwd): local to the node running it
     run_dir = Path.cwd() / RUN_DIR
     fault = _fault_hook(values)
+    # on a cluster, which node ran the trial (nodes of one machine share an IP: node_ip is not enough)
+    placement = {NODE_ID: ray.get_runtime_context().get_node_id()}
 
     def report(metrics: dict, _checkpoint_dir: Path | None) -> None:
         fault(metrics["epoch"])
         # the whole run folder, not just checkpoint/: best/model.pt must travel with the trial
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
+        tune.report({**metrics, **placement}, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
 
     try:
         restored = _restore_latest(run_dir)
