@@ -150,15 +150,16 @@ def _tune_config(plan: Plan):
 
 def _optuna_search(plan: Plan):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .searcher import ResumableOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     state = plan.state
     # the study lives beside the phase's files so it survives a restart of the driver
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / 'optuna.db'}")
-    return OptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
-                        study_name=_study_name(state),
-                        sampler=optuna.samplers.TPESampler(seed=state["seed"]))
+    return ResumableOptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
+                                 study_name=_study_name(state),
+                                 sampler=optuna.samplers.TPESampler(seed=state["seed"]))
 
 
 def _study_name(state: dict) -> str:

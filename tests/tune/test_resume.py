@@ -1,6 +1,10 @@
 """The driver killed with SIGKILL in the middle of phase 1, then the same command with --resume:
 the phase ends with the configured number of trials, none lost, none run twice, and no MLflow
-run left RUNNING."""
+run left RUNNING.
+
+The kill lands just after a trial finished, the moment where Optuna's study may already hold
+the trial as finished while Tune's snapshot does not (tests/tune/test_searcher.py replays that
+race deterministically)."""
 
 import os
 import signal
@@ -75,10 +79,6 @@ def kill_driver(driver):
             pass
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known race, open: when the kill lands just after a trial finished, the resumed OptunaSearch "
-    "tells the study about a trial that is already finished (optuna UpdateFinishedTrialError) and "
-    "the resumed phase exits 1; seen once in a clean-clone CI run"))
 def test_killed_phase1_resumes_without_losing_or_repeating_trials(tmp_path):
     write_space(tmp_path, "space.yaml", SPACE)
     driver, log = start_phase1(tmp_path)
