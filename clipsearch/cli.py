@@ -100,6 +100,26 @@ def bench_train(
     run_train_benchmark(steps=steps, out_dir=out)
 
 
+@bench_app.command("eval")
+def bench_eval(
+    queries: Annotated[int, typer.Option(help="query embeddings")] = 2000,
+    gallery: Annotated[int, typer.Option(help="gallery embeddings")] = 100_000,
+    dim: Annotated[int, typer.Option(help="embedding width")] = 512,
+    rounds: Annotated[int, typer.Option(help="rounds of all variants (alternating order); medians are reported")] = 3,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
+) -> None:
+    """Top-10 retrieval over a large gallery: clipsearch's chunked faiss search against a plain
+    torch matmul + topk over the whole score matrix (and the same in chunks): seconds and peak
+    memory of each, measured in one run. Writes OUT/eval.json and OUT/eval.md."""
+    from .bench.eval_speed import run_eval_benchmark
+
+    for option, value in (("--queries", queries), ("--gallery", gallery), ("--dim", dim), ("--rounds", rounds)):
+        if value < 1:
+            _err(f"{option}: must be >= 1, got {value}; fix: give a whole number >= 1")
+            raise typer.Exit(code=2)
+    run_eval_benchmark(queries=queries, gallery=gallery, dim=dim, rounds=rounds, out_dir=out)
+
+
 # ------------------------------------------------------------------------------ searches (clipsearch.tune)
 
 NameOpt = Annotated[str, typer.Option("--name", help="experiment name: results go to results/NAME/, MLflow experiment NAME")]
@@ -220,6 +240,31 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
     report_after_run(opts.results / opts.name)  # the experiment's report: a section per phase
 
 
+@app.command()
+def ui(
+    name: Annotated[Optional[str], typer.Option("--name", help="only this experiment's Optuna studies "
+                                                "(default: every results/*/PHASE/optuna.db)")] = None,
+    tracking_uri: TrackingOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on; 127.0.0.1 keeps the UIs to this machine "
+                                      "(0.0.0.0: every interface, for anyone who can reach it)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
+    optuna_port: Annotated[int, typer.Option(help="the first optuna-dashboard's port; one dashboard per study "
+                                             "database, on successive ports")] = 8080,
+) -> None:
+    """The MLflow UI over the tracking store (runs: a parent per phase, a child per trial) and
+    optuna-dashboard over the phases' Optuna studies (results/EXP/phase1/optuna.db,
+    phase3/optuna.db). Prints their URLs; Ctrl-C (or SIGTERM) stops them all."""
+    from .ui import ServiceDied, plan_services, serve
+
+    services, notes = plan_services(Path("results"), name, tracking_uri, host, port, optuna_port)
+    try:
+        code = serve(services, notes)
+    except ServiceDied as exc:
+        _err(str(exc))
+        code = 1
+    raise typer.Exit(code=code)
+
+
 @bench_app.command("tune")
 def bench_tune(
     trials: Annotated[int, typer.Option(help="trials per variant")] = 4,
@@ -233,6 +278,50 @@ def bench_tune(
     from .tune.bench import run_tune_benchmark
 
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
+
+
+# ------------------------------------------------------------------------------ sweeps (image-only protocols)
+
+sweep_app = typer.Typer(help="Searches of the image-only protocols (supervised vs SimCLR vs SupCon, "
+                             "SupCon fine-tuning); results go to results/NAME/<sweep>/.", no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
+SpaceFileOpt = Annotated[Optional[Path], typer.Option("--space", help="search-space YAML (default: "
+                                                      "search_spaces/<sweep>.yaml, <sweep>_quick.yaml with --quick)")]
+
+
+@sweep_app.command("classify")
+def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: SpaceFileOpt = None,
+                   methods: Annotated[Optional[str], typer.Option("--methods", help="comma-separated subset of "
+                                                                   "ce,ntxent,supcon (default: every method "
+                                                                   "of the space file)")] = None,
+                   set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+                   storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+                   num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+    """Supervised (cross-entropy, ReduceLROnPlateau) vs SimCLR (NT-Xent, two augmented views) vs
+    SupCon pre-training + a linear probe (seed 002), each tuned with Optuna + ASHA on the kNN
+    accuracy of the validation split; then each best model scored once on the held-out test split.
+
+    Data: the embedded MNIST 5,000 by default; --set data.source=ROOT for an ImageFolder
+    (ROOT/train/<class>/*, optional ROOT/test/<class>/*). Writes results/NAME/classify/:
+    METHOD/ (trials.csv, best.json, final.json, embeddings.npz, confusion_matrix.json,
+    report.html), comparison.csv, comparison.md and report.html (the table, t-SNE plots and
+    confusion matrices). Prints one JSON line per method and one with the table's path.
+    """
+    from .tune.classify import run_classify
+    from .tune.runner import RunFailed
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    given = {k: v for k, v in locals().items() if k not in ("methods", "chosen", "run_classify", "RunFailed")}
+    try:
+        results = run_classify(_search_options(**given), chosen)
+    except RunFailed as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+    for r in results:
+        typer.echo(json.dumps({"method": r.method, "results": str(r.outcome.phase_dir), "trials": r.outcome.trials,
+                               "errored": r.outcome.errored, "seconds": round(r.outcome.seconds, 1),
+                               **{k: r.final[k] for k in ("trial_id", "best_epoch", "test_acc1", "probe_acc1")}}))
+    typer.echo(json.dumps({"comparison": str(results[0].outcome.phase_dir.parent / "comparison.md")}))
 
 
 def main() -> None:
