@@ -94,6 +94,36 @@ class EvalConfig(Section):
     batch_size: int = Field(256, ge=1)
 
 
+class ImageConfig(Section):
+    """The image-only task, which the losses supcon, ntxent and ce train (the loss decides the
+    task: a loss without a text side trains the image tower alone; the text tower is not built).
+
+    Data: data.source is 'embedded' (MNIST 5,000: train / val from the fixed training split,
+    the fixed validation split as the held-out test) or an ImageFolder root with train/<class>/*
+    and optionally test/<class>/*. The test split never reaches training or model selection.
+    """
+
+    sampler: Literal["auto", "shuffle", "balanced"] = Field(
+        "auto", description="shuffle: plain shuffled batches; balanced: k = batch_size / n classes x n images "
+        "per batch (classes with fewer than n images are drawn with replacement); auto: balanced for supcon")
+    images_per_class: int = Field(2, ge=1, description="n of the balanced sampler")
+    views: int = Field(0, ge=0, le=8, description="augmented views per image; 0: 2 for ntxent and supcon, 1 for ce")
+    crop_scale: float = Field(0.5, gt=0.0, le=1.0, description="RandomResizedCrop's smallest area share (1: no crop)")
+    flip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+    jitter: float = Field(0.4, ge=0.0, le=1.0, description="colour jitter strength (brightness, contrast, "
+                          "saturation), applied with probability 0.8")
+    grayscale: float = Field(0.2, ge=0.0, le=1.0, description="probability of turning a view grayscale")
+    head: Literal["linear", "mlp", "none"] = Field(
+        "linear", description="projection head the contrastive loss sees (to model.embed_dim); kNN and the "
+        "probe use the tower's features before it")
+    evaluator: str = Field("knn", description="what is measured between epochs (see clipsearch.imagetask)")
+    knn_k: int = Field(20, ge=1, description="neighbours of the kNN accuracy")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class of the training "
+                                "images kept for model selection (ImageFolder data)")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of each class held out as the "
+                                 "test split when an ImageFolder has no test/ folder")
+
+
 class Config(Section):
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -103,6 +133,7 @@ class Config(Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    image: ImageConfig = ImageConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values (for MLflow params, search spaces, trials.csv)."""
@@ -267,7 +298,7 @@ def build_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 def validate_components(cfg: Config, source: str) -> None:
     """Loss, optimizer and scheduler names and their own hyperparameters, against the registries."""
-    from . import losses, optim
+    from . import imagetask, losses, optim
 
     try:
         losses.resolve_loss_params(cfg.loss.name, cfg.loss.params, where="loss")
@@ -276,6 +307,8 @@ def validate_components(cfg: Config, source: str) -> None:
         # the same rule the scheduler enforces at build time, checked here so that it fails
         # before data and models load
         held = schedule.get("warmup_epochs", 0) + schedule.get("cooldown_epochs", 0)
+        if imagetask.is_image_task(cfg):
+            imagetask.check_image_config(cfg)
         if cfg.scheduler.name in ("cosine", "tanh") and held >= cfg.train.epochs:
             raise InputError(f"warmup_epochs + cooldown_epochs = {held} leave none of the {cfg.train.epochs} "
                              "epochs to anneal in", where="scheduler.warmup_epochs",

@@ -220,6 +220,49 @@ def build_dual_encoder(model_cfg, max_text_length: int) -> tuple[DualEncoder, ca
     return DualEncoder(image, image_width, text.module, text.width, model_cfg.embed_dim), text.tokenize
 
 
+# ------------------------------------------------------------------------------ image-only encoder
+
+class ImageEncoder(nn.Module):
+    """An image tower alone, for the image-only task (supcon, ntxent, ce).
+
+    encode_image(x): the L2-normalised tower features: what kNN, retrieval and the linear probe
+    use (SimCLR's finding: the representation before the projection head transfers better).
+    forward(x): what the loss trains on: the projection head's output (supcon, ntxent) or the
+    classifier's logits (ce).
+    """
+
+    def __init__(self, tower: nn.Module, width: int, head: nn.Module, classifier: nn.Module | None = None):
+        super().__init__()
+        self.image_tower, self.head, self.classifier = tower, head, classifier
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_tower(images).float(), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.image_tower(images)
+        if self.classifier is not None:
+            return self.classifier(features)
+        return self.head(features)
+
+
+def projection_head(kind: str, width: int, embed_dim: int) -> nn.Module:
+    """linear (to embed_dim), mlp (SimCLR's Linear-ReLU-Linear) or none (the features as they are)."""
+    if kind == "none":
+        return nn.Identity()
+    if kind == "linear":
+        return nn.Linear(width, embed_dim, bias=False)
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, embed_dim))
+
+
+def build_image_encoder(model_cfg, head: str, num_classes: int | None = None) -> ImageEncoder:
+    """The image tower of `model.image_tower` with a projection head, or (num_classes given, for ce)
+    a linear classifier on its features."""
+    tower, width = build_image_tower(model_cfg.image_tower, model_cfg.image_weights)
+    classifier = nn.Linear(width, num_classes) if num_classes else None
+    projection = nn.Identity() if classifier is not None else projection_head(head, width, model_cfg.embed_dim)
+    return ImageEncoder(tower, width, projection, classifier)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -232,4 +275,4 @@ def resolve_device(name: str) -> torch.device:
         raise InputError(f"unknown device {name!r}", where="train.device", fix="use auto, cpu, cuda or cuda:N") from None
 
 
-__all__ = ["DualEncoder", "build_dual_encoder", "build_image_tower", "build_text_tower", "resolve_device"]
+__all__ = ["DualEncoder", "ImageEncoder", "build_dual_encoder", "build_image_encoder", "build_image_tower", "build_text_tower", "resolve_device"]

@@ -1,4 +1,4 @@
-"""`train(cfg, report=...)`: one contrastive training run, read top to bottom.
+"""`train(cfg, report=...)`: one training run (image-text or image-only), read top to bottom.
 
 The loop knows nothing of Ray or MLflow: after every epoch it writes a checkpoint and calls
 `report(metrics, checkpoint_dir)`; the Ray trainable forwards that to `tune.report`, the CLI
@@ -50,32 +50,28 @@ class RunState:
 
 def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None = None,
           resume_from: str | Path | None = None, progress: bool = False) -> dict:
-    """Train a dual encoder as `cfg` says; returns the last epoch's metrics plus best_*.
+    """Train as `cfg` says; returns the last epoch's metrics plus best_*.
+
+    The loss decides what is trained: a dual encoder on image-caption pairs (clip, sogclr, ...)
+    or, for a loss without a text side (supcon, ntxent, ce), an image encoder on labelled
+    images (clipsearch.imagetask). Each task is a `Setup`; the loop below serves both.
 
     run_dir: where checkpoints go (`checkpoint/state.pt` each epoch, `best/model.pt` at the best
     epoch); None keeps nothing on disk. resume_from: a checkpoint directory to continue from.
     """
-    check_sources(cfg.data)
     torch.manual_seed(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
 
-    train_set = load_training_set(cfg.data)
-    eval_sets = load_eval_sets(cfg.data)
-    model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
-    model.to(device)
-    if cfg.train.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    text_bank = TextBank.build(train_set.captions, tokenize)
-    batches = PairBatches(train_set, text_bank, cfg.train.batch_size, cfg.data.augment)
-    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(train_set)).to(device)
+    setup = _setup_for(cfg)(cfg, device)
+    model, loss_fn, batches = setup.model, setup.loss_fn, setup.batches
     optimizer = build_optimizer([model, loss_fn], cfg.optimizer.name, cfg.optimizer.lr,
                                 cfg.optimizer.weight_decay, cfg.optimizer.params)
     steps_per_epoch = min(len(batches), cfg.train.max_steps_per_epoch or len(batches))
     schedule = build_scheduler(optimizer, cfg.scheduler.name, cfg.scheduler.params, cfg.train.epochs, steps_per_epoch)
     generator = torch.Generator().manual_seed(cfg.seed)
-    evaluator = Evaluator(eval_sets, tokenize, device, cfg.eval.batch_size)
+    evaluator = setup.evaluator
 
     state = RunState()
     if resume_from is not None:
@@ -90,8 +86,8 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         started = time.perf_counter()
         model.train()
-        train_metrics = train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, device,
-                                        autocast, cfg.train.grad_clip, steps_per_epoch, state, progress, epoch)
+        train_metrics = train_one_epoch(setup, optimizer, schedule, generator, device, autocast,
+                                        cfg.train.grad_clip, steps_per_epoch, state, progress, epoch)
         state.epoch = epoch
         last = {"epoch": epoch, **train_metrics, **{f"loss_{k}": v for k, v in loss_fn.epoch_diagnostics().items()}}
         if epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs:
@@ -104,8 +100,8 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
                 if run_dir is not None:
                     _atomic_save({"model": model.state_dict()}, run_dir / "best" / "model.pt")
         last.update(best_objective=state.best_objective, best_epoch=state.best_epoch,
-                    epoch_seconds=time.perf_counter() - started, train_images=len(train_set),
-                    skipped_images=len(train_set.skipped))
+                    epoch_seconds=time.perf_counter() - started, train_images=setup.train_images,
+                    skipped_images=setup.skipped_images)
         checkpoint = None
         if run_dir is not None:
             checkpoint = run_dir / "checkpoint"
@@ -115,22 +111,16 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
     return {**last, **{f"best_{k}": v for k, v in state.best_metrics.items()}}
 
 
-def train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, device, autocast,
-                    grad_clip, steps, state, progress, epoch) -> dict:
+def train_one_epoch(setup: Setup, optimizer, schedule, generator, device, autocast, grad_clip, steps, state,
+                    progress, epoch) -> dict:
+    model, loss_fn, batches = setup.model, setup.loss_fn, setup.batches
     totals: dict[str, float] = {}
     # disable=None: no bar when stderr is not a terminal (logs, CI, Ray workers)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=None if progress else True, leave=False, dynamic_ncols=True)
     for i, batch in enumerate(batches.epoch(generator)):
         if i >= steps:
             break  # max_steps_per_epoch; the generator has drawn this epoch's order either way
-        images = batch.images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        tokens = {k: v.to(device, non_blocking=True) for k, v in batch.tokens.items()}
-        with autocast:
-            image_emb, text_emb = model(images, tokens)
-        out = loss_fn(image_emb.float(), text_emb.float(), index=batch.index.to(device),
-                      labels=None if batch.labels is None else batch.labels.to(device))
+        out = setup.step(model, loss_fn, batch, device, autocast)
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {i + 1}")
@@ -148,6 +138,56 @@ def train_one_epoch(model, loss_fn, optimizer, schedule, batches, generator, dev
     bar.close()
     n = max(min(steps, len(batches)), 1)
     return {("train_loss" if k == "loss" else f"train_{k}"): v / n for k, v in totals.items()} | {"lr": schedule.lr()}
+
+
+@dataclass
+class Setup:
+    """What differs between the tasks train() runs; everything else in the loop is shared.
+
+    step(model, loss_fn, batch, device, autocast) -> the loss's dict for one batch;
+    evaluator(model, autocast) -> metrics with "objective" (higher is better).
+    """
+
+    model: torch.nn.Module
+    batches: object                  # len() and epoch(generator) -> batches
+    loss_fn: torch.nn.Module
+    evaluator: Callable
+    step: Callable
+    train_images: int
+    skipped_images: int
+
+
+def _setup_for(cfg: Config) -> Callable[[Config, torch.device], Setup]:
+    from .imagetask import image_setup, is_image_task
+
+    return image_setup if is_image_task(cfg) else image_text_setup
+
+
+def image_text_setup(cfg: Config, device: torch.device) -> Setup:
+    """CLIP-style training: a dual encoder on image-caption pairs, retrieval + zero-shot evaluation."""
+    check_sources(cfg.data)
+    train_set = load_training_set(cfg.data)
+    eval_sets = load_eval_sets(cfg.data)
+    model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
+    model.to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    text_bank = TextBank.build(train_set.captions, tokenize)
+    batches = PairBatches(train_set, text_bank, cfg.train.batch_size, cfg.data.augment)
+    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(train_set)).to(device)
+    evaluator = Evaluator(eval_sets, tokenize, device, cfg.eval.batch_size)
+    return Setup(model, batches, loss_fn, evaluator, pair_step, len(train_set), len(train_set.skipped))
+
+
+def pair_step(model, loss_fn, batch, device, autocast) -> dict:
+    images = batch.images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    tokens = {k: v.to(device, non_blocking=True) for k, v in batch.tokens.items()}
+    with autocast:
+        image_emb, text_emb = model(images, tokens)
+    return loss_fn(image_emb.float(), text_emb.float(), index=batch.index.to(device),
+                   labels=None if batch.labels is None else batch.labels.to(device))
 
 
 class Evaluator:

@@ -1,0 +1,197 @@
+"""The image-only task through `train()`: what differs from image-text training, in one place.
+
+A loss without a text side (supcon, ntxent, ce; `needs_text = False`) makes `train()` call
+`image_setup`, which returns the same `Setup` the image-text path builds: the model (an
+`ImageEncoder`: image tower + projection head, or + linear classifier for ce), labelled batches
+(`ShuffledBatches`, or `BalancedBatches` k x n for supcon), the loss, a per-batch `step` and an
+evaluator. The epoch loop, checkpoints (exact resume), best/model.pt, `report(...)` and the
+non-finite-loss stop are train()'s, shared.
+
+Evaluators (`image.evaluator`, a registry: `register_evaluator`): "knn" embeds the training and
+validation splits with the frozen tower and reports `knn_acc1`, the kNN accuracy of val against
+train (the cheap signal ASHA stops on; `objective` = knn_acc1), plus `val_acc1`, the classifier's
+accuracy on val, for ce. The test split never reaches an evaluator: `final_scores` alone reads it
+(the linear probe of the classification protocol).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics as M
+from .data.labelled import LabelledSplits, load_labelled_splits
+from .data.views import BalancedBatches, ShuffledBatches, ViewAugment
+from .errors import InputError
+from .losses import build_loss, loss_info
+from .models import ImageEncoder, build_image_encoder
+
+#: image.evaluator name -> factory(splits, cfg, device) -> evaluator(model, autocast) -> metrics
+EvaluatorFactory = Callable[[LabelledSplits, object, torch.device], Callable]
+_EVALUATORS: dict[str, EvaluatorFactory] = {}
+
+
+def register_evaluator(name: str, factory: EvaluatorFactory) -> None:
+    _EVALUATORS[name] = factory
+
+
+def list_evaluators() -> list[str]:
+    return sorted(_EVALUATORS)
+
+
+def check_evaluator(name: str) -> None:
+    if name not in _EVALUATORS:
+        raise InputError(f"unknown evaluator {name!r}", where="image.evaluator",
+                         fix=f"use one of: {', '.join(list_evaluators())}")
+
+
+def is_image_task(cfg) -> bool:
+    """The loss decides the task: one without a text side trains the image tower alone."""
+    return not loss_info(cfg.loss.name).cls.needs_text
+
+
+def views_of(cfg) -> int:
+    if cfg.image.views:
+        return cfg.image.views
+    return 1 if cfg.loss.name == "ce" else 2
+
+
+def check_image_config(cfg) -> None:
+    """What a config alone can get wrong about the image task (the data's checks come later)."""
+    check_evaluator(cfg.image.evaluator)
+    if cfg.loss.name == "ntxent" and views_of(cfg) < 2:
+        raise InputError(f"ntxent contrasts two views of each image; image.views is {cfg.image.views}",
+                         where="image.views", fix="use image.views=2 (or 0 for the default)")
+
+
+# ------------------------------------------------------------------------------ setup
+
+def image_setup(cfg, device: torch.device):
+    from .train import Setup
+
+    check_image_config(cfg)
+    splits = load_labelled_splits(cfg.data, cfg.image)
+    is_ce = cfg.loss.name == "ce"
+    model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if is_ce else None).to(device)
+    batches = _batches(cfg, splits)
+    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(splits.train)).to(device)
+    evaluator = _EVALUATORS[cfg.image.evaluator](splits, cfg, device)
+    return Setup(model, batches, loss_fn, evaluator, _step(is_ce), len(splits.train), len(splits.train.skipped))
+
+
+def _batches(cfg, splits: LabelledSplits):
+    augment = ViewAugment(cfg.data.image_size, views_of(cfg), cfg.image.crop_scale, cfg.image.flip,
+                          cfg.image.jitter, cfg.image.grayscale, enabled=cfg.data.augment)
+    sampler = cfg.image.sampler
+    if sampler == "auto":
+        sampler = "balanced" if cfg.loss.name == "supcon" else "shuffle"
+    if sampler == "balanced":
+        return BalancedBatches(splits.train, cfg.train.batch_size, cfg.image.images_per_class, augment)
+    if cfg.train.batch_size > len(splits.train):
+        raise InputError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(splits.train)} "
+                         "training images", where="train.batch_size", fix=f"use <= {len(splits.train)}")
+    return ShuffledBatches(splits.train, cfg.train.batch_size, augment)
+
+
+def _step(is_ce: bool):
+    def step(model, loss_fn, batch, device, autocast) -> dict:
+        b, v = batch.images.shape[:2]
+        images = batch.images.to(device, non_blocking=True).flatten(0, 1)  # (B V, 3, S, S)
+        labels = batch.labels.to(device)
+        with autocast:
+            out = model(images).float()
+        if is_ce:  # every view is a sample of its image's class
+            return loss_fn(out, labels=labels.repeat_interleave(v))
+        return loss_fn(out.view(b, v, -1), labels=labels, index=batch.index.to(device))
+
+    return step
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+@torch.no_grad()
+def embed(model: ImageEncoder, images: np.ndarray, device: torch.device, batch_size: int,
+          autocast=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(L2-normalised tower features (N, F), classifier logits (N, C) or None) of uint8 images."""
+    from contextlib import nullcontext
+
+    from .data.batches import to_float_images
+
+    model.eval()
+    features, logits = [], []
+    with autocast or nullcontext():
+        for i in range(0, len(images), batch_size):
+            x = to_float_images(images[i:i + batch_size]).to(device)
+            raw = model.image_tower(x)
+            features.append(nn.functional.normalize(raw.float(), dim=-1).cpu())
+            if model.classifier is not None:
+                logits.append(model.classifier(raw).float().cpu())
+    return torch.cat(features), (torch.cat(logits) if logits else None)
+
+
+def knn_evaluator(splits: LabelledSplits, cfg, device: torch.device):
+    train_labels, val_labels = torch.from_numpy(splits.train.labels), torch.from_numpy(splits.val.labels)
+    k, batch_size = cfg.image.knn_k, cfg.eval.batch_size
+
+    def evaluate(model: ImageEncoder, autocast) -> dict[str, float]:
+        train_emb, _ = embed(model, splits.train.images, device, batch_size, autocast)
+        val_emb, val_logits = embed(model, splits.val.images, device, batch_size, autocast)
+        out = {"knn_acc1": M.knn_accuracy(train_emb, train_labels, val_emb, val_labels, k=k)}
+        if val_logits is not None:
+            out["val_acc1"] = M.topk_accuracy(val_logits, val_labels, ks=(1,))["acc@1"]
+        out["objective"] = out["knn_acc1"]
+        return out
+
+    return evaluate
+
+
+register_evaluator("knn", knn_evaluator)
+
+
+# ------------------------------------------------------------------------------ final scores
+
+@dataclass
+class FinalScores:
+    """A trained encoder scored on the held-out test split (see `final_scores`)."""
+
+    probe_acc1: float                 # linear probe on frozen features, % of test images
+    head_acc1: float | None           # ce: its own classifier on the test split
+    test_predictions: np.ndarray      # (N_test,) the reported predictions (head for ce, else probe)
+    test_labels: np.ndarray
+    test_embeddings: np.ndarray       # (N_test, F) float32 tower features
+    class_names: list[str]
+
+    @property
+    def test_acc1(self) -> float:
+        return self.head_acc1 if self.head_acc1 is not None else self.probe_acc1
+
+    def confusion(self) -> np.ndarray:
+        n = len(self.class_names)
+        return M.confusion_matrix(torch.from_numpy(self.test_predictions), torch.from_numpy(self.test_labels), n).numpy()
+
+
+def final_scores(cfg, state_dict: dict, device: str = "cpu", splits: LabelledSplits | None = None) -> FinalScores:
+    """Load the weights into the encoder `cfg` describes; fit the linear probe on the training
+    split's embeddings; score it (and, for ce, the trained classifier) on the test split."""
+    from .probe import linear_probe
+
+    splits = splits or load_labelled_splits(cfg.data, cfg.image)
+    torch.manual_seed(cfg.seed)
+    is_ce = cfg.loss.name == "ce"
+    model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if is_ce else None)
+    model.load_state_dict(state_dict)
+    dev = torch.device(device)
+    model.to(dev)
+    train_emb, _ = embed(model, splits.train.images, dev, cfg.eval.batch_size)
+    test_emb, test_logits = embed(model, splits.test.images, dev, cfg.eval.batch_size)
+    probe = linear_probe(train_emb.numpy(), splits.train.labels, test_emb.numpy(), splits.test.labels, seed=cfg.seed)
+    head_acc, predictions = None, probe.predictions
+    if test_logits is not None:
+        predictions = test_logits.argmax(1).numpy()
+        head_acc = float(100.0 * (predictions == splits.test.labels).mean())
+    return FinalScores(probe.accuracy, head_acc, predictions, splits.test.labels.copy(), test_emb.numpy(),
+                       splits.class_names)
