@@ -225,3 +225,19 @@ def test_an_unknown_experiment_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"clipsearch: error: {Path('results') / 'nope'}: no experiment 'nope'; fix: give one of exp, other"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_it_and_its_children(finished):
+    mlflow_port, optuna_port = free_ports(2)
+    proc = subprocess.Popen(ui_command("--port", mlflow_port, "--optuna-port", optuna_port), cwd=finished, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == f"MLflow UI: http://127.0.0.1:{mlflow_port}"
+        assert proc.stdout.readline().strip().endswith(f"http://127.0.0.1:{optuna_port}")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert processes_mentioning(f"--port {mlflow_port}") == processes_mentioning(f"--port {optuna_port}") == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
