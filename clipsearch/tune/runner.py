@@ -259,9 +259,22 @@ def _record(trial, frame) -> TrialRecord:
         history = sorted({int(row["epoch"]): row for row in rows if row.get("epoch") == row.get("epoch")}.values(),
                          key=lambda row: row["epoch"])
     seconds = float(frame["time_total_s"].iloc[-1]) if frame is not None and len(frame) else 0.0
-    checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
     return TrialRecord(trial.trial_id, trial.status, flatten(trial.config), history, seconds,
-                       trial.num_failures, _error_line(trial) if trial.status == "ERROR" else "", checkpoint)
+                       trial.num_failures, _error_line(trial) if trial.status == "ERROR" else "",
+                       checkpoint_location(trial.checkpoint))
+
+
+def checkpoint_location(checkpoint) -> str | None:
+    """Where a checkpoint lies, as `tune.Checkpoint(...)` opens it again: a local path, or a URI
+    for remote storage (--storage s3://...), whose Checkpoint.path has lost the scheme."""
+    if checkpoint is None:
+        return None
+    scheme = _BUCKET_SCHEMES.get(checkpoint.filesystem.type_name)
+    return f"{scheme}://{checkpoint.path}" if scheme else checkpoint.path
+
+
+#: pyarrow filesystems whose paths start with the bucket -> their URI scheme
+_BUCKET_SCHEMES = {"s3": "s3", "gcs": "gs"}
 
 
 def _error_line(trial) -> str:

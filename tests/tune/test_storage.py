@@ -23,3 +23,22 @@ def test_a_relative_shared_path_is_made_absolute(tmp_path, monkeypatch):
 def test_a_uri_is_kept_as_given_with_the_experiment_and_phase_below(tmp_path):
     assert storage(tmp_path, "s3://bucket/clipsearch/") == "s3://bucket/clipsearch/exp/phase1"
     assert storage(tmp_path, "file:///mnt/shared") == "file:///mnt/shared/exp/phase1"
+
+
+def test_a_checkpoint_on_remote_storage_is_recorded_as_a_uri_that_opens_again():
+    """best.json's checkpoint is opened again with tune.Checkpoint(location) (the best model is
+    logged to MLflow from it): on s3:// storage Checkpoint.path alone has lost the bucket's scheme."""
+    import pyarrow.fs
+    from ray import tune
+
+    from clipsearch.tune.runner import checkpoint_location
+
+    local = tune.Checkpoint("/shared/exp/phase1/ray/trial_1/checkpoint_000001")
+    assert checkpoint_location(local) == "/shared/exp/phase1/ray/trial_1/checkpoint_000001"
+    s3 = tune.Checkpoint("bucket/exp/phase1/ray/trial_1/checkpoint_000001",
+                         filesystem=pyarrow.fs.S3FileSystem(anonymous=True, region="us-east-1"))
+    assert checkpoint_location(s3) == "s3://bucket/exp/phase1/ray/trial_1/checkpoint_000001"
+    remote = tune.Checkpoint("gs://bucket/exp/phase1/ray/trial_1/checkpoint_000001")  # no network needed
+    again = tune.Checkpoint(checkpoint_location(remote))
+    assert (again.filesystem.type_name, again.path) == ("gcs", "bucket/exp/phase1/ray/trial_1/checkpoint_000001")
+    assert checkpoint_location(None) is None
