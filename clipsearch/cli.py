@@ -324,6 +324,44 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
     typer.echo(json.dumps({"comparison": str(results[0].outcome.phase_dir.parent / "comparison.md")}))
 
 
+@sweep_app.command("supcon")
+def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False,
+                 space: Annotated[Optional[Path], typer.Option("--space", help="sweep space YAML (default: search_spaces/"
+                                                               "supcon_sweep.yaml, supcon_sweep_quick.yaml with --quick)")] = None,
+                 set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+                 storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+                 seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+    """SupCon fine-tuning of a vision tower for cross-domain query/gallery retrieval (seed 000).
+
+    1. zero-shot baselines: each tower of the space's `baselines:` (and the tuned one) ranks the
+    gallery untouched; 2. a grid of one-epoch runs over learning rate x weight decay x
+    temperature; 3. the best cell trained `long_epochs` epochs, keeping its best epoch, and its
+    submission {query: [top-10 gallery files]}. Score = 600 Hit@1 + 300 Hit@5 + 100 Hit@10 (of
+    1000). --quick: scikit-learn's 8x8 digits as queries against a held-out MNIST gallery,
+    trained on the rest of MNIST.
+
+    Writes results/NAME/supcon/: baselines.csv, sweep/ and long/ (trials.csv, best.json, ray/),
+    results.csv and results.md (one row per baseline, per sweep cell, and the long run),
+    submission.json, final.json. MLflow: a parent run per stage, a child run per trial or tower.
+    Prints one JSON line with the final scores.
+    """
+    from .tune.runner import RunFailed
+    from .tune.supcon import run_supcon
+
+    opts = _search_options(**{k: v for k, v in locals().items() if k not in ("RunFailed", "run_supcon")})
+    try:
+        run = run_supcon(opts)
+    except RunFailed as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+    baseline = next(b for b in run.baselines if b["tower"] == run.final["tower"])
+    typer.echo(json.dumps({"results": str(run.root), "final": {k: run.final[k] for k in ("score", "hit1", "hit5", "hit10",
+                                                                                         "mapr", "best_epoch")},
+                           "zero_shot_score": baseline["score"], "sweep_trials": run.sweep.trials,
+                           "config": {k: run.final["config"].get(k) for k in ("optimizer.lr", "optimizer.weight_decay",
+                                                                              "loss.temperature")}}))
+
+
 def main() -> None:
     try:
         app()

@@ -124,6 +124,18 @@ class ImageConfig(Section):
                                  "test split when an ImageFolder has no test/ folder")
 
 
+class RetrievalConfig(Section):
+    """Query and gallery images of the image task's "query_gallery" evaluator (cross-domain
+    retrieval, seed 000; see clipsearch.data.querygallery and clipsearch.retrieval)."""
+
+    query: str = Field("embedded", description="'embedded' (scikit-learn's 8x8 digits) or a folder: "
+                       "query/<class>/* or flat with retrieval.labels")
+    gallery: str = Field("embedded", description="'embedded' (the held-out MNIST 1,000) or a folder: "
+                         "gallery/<class>/* or flat with retrieval.labels")
+    labels: str | None = Field(None, description="CSV with columns file,label for flat query/gallery folders "
+                               "(file relative to the CSV's folder)")
+
+
 class Config(Section):
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -134,6 +146,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     image: ImageConfig = ImageConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values (for MLflow params, search spaces, trials.csv)."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import metrics as M
 from .data.labelled import LabelledSplits, load_labelled_splits
-from .data.views import BalancedBatches, ShuffledBatches, ViewAugment
+from .data.views import BalancedBatches, ShuffledBatches, ViewAugment, check_balanced
 from .errors import InputError
 from .losses import build_loss, loss_info
 from .models import ImageEncoder, build_image_encoder
@@ -86,15 +86,25 @@ def image_setup(cfg, device: torch.device):
 def _batches(cfg, splits: LabelledSplits):
     augment = ViewAugment(cfg.data.image_size, views_of(cfg), cfg.image.crop_scale, cfg.image.flip,
                           cfg.image.jitter, cfg.image.grayscale, enabled=cfg.data.augment)
-    sampler = cfg.image.sampler
-    if sampler == "auto":
-        sampler = "balanced" if cfg.loss.name == "supcon" else "shuffle"
-    if sampler == "balanced":
+    check_batches(cfg, splits)
+    if sampler_of(cfg) == "balanced":
         return BalancedBatches(splits.train, cfg.train.batch_size, cfg.image.images_per_class, augment)
-    if cfg.train.batch_size > len(splits.train):
+    return ShuffledBatches(splits.train, cfg.train.batch_size, augment)
+
+
+def sampler_of(cfg) -> str:
+    if cfg.image.sampler == "auto":
+        return "balanced" if cfg.loss.name == "supcon" else "shuffle"
+    return cfg.image.sampler
+
+
+def check_batches(cfg, splits: LabelledSplits) -> None:
+    """InputError when the training split cannot give the batches `cfg` asks for."""
+    if sampler_of(cfg) == "balanced":
+        check_balanced(splits.train, cfg.train.batch_size, cfg.image.images_per_class)
+    elif cfg.train.batch_size > len(splits.train):
         raise InputError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(splits.train)} "
                          "training images", where="train.batch_size", fix=f"use <= {len(splits.train)}")
-    return ShuffledBatches(splits.train, cfg.train.batch_size, augment)
 
 
 def _step(is_ce: bool):
@@ -150,6 +160,9 @@ def knn_evaluator(splits: LabelledSplits, cfg, device: torch.device):
 
 
 register_evaluator("knn", knn_evaluator)
+# the query/gallery evaluator of cross-domain retrieval registers itself; imported here, after
+# `embed` and `register_evaluator` exist, so that every evaluator is known once this module is
+from . import retrieval  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------------------ final scores

@@ -125,8 +125,11 @@ def _param_space(state: dict) -> dict[str, Any]:
     grid = state.get("grid")
     if grid is None:
         return {}  # Optuna's define-by-run function holds the whole space
-    return {**grid["carried"], **state["constants"], "optimizer": tune.grid_search(grid["optimizer"]),
-            "loss": tune.grid_search(grid["loss"]), **{k: tune.grid_search(v) for k, v in grid["axes"].items()}}
+    # phase 2 grids whole optimizer and loss cells (a name with its hyperparameters); every grid
+    # has its plain axes; a grid with neither is one trial of the constants
+    cells = {section: tune.grid_search(grid[section]) for section in ("optimizer", "loss") if grid.get(section)}
+    return {**grid["carried"], **state["constants"], **cells,
+            **{k: tune.grid_search(v) for k, v in grid["axes"].items()}}
 
 
 def _tune_config(plan: Plan):
@@ -208,7 +211,7 @@ def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
     if unfinished:
         raise Interrupted(f"{plan.phase} was interrupted with {len(unfinished)} trial(s) unfinished; "
                         f"continue it with --resume")
-    if plan.phase != "phase2":
+    if state.get("grid") is None:  # an Optuna search
         _close_ghost_optuna_trials(plan.phase_dir, _study_name(state))
     searched = sorted({k for r in records for k in r.config} - set(state["constants"]))
     best = best_summary(plan.phase, state["experiment"], state["metric"], records, searched)

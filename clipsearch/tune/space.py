@@ -46,12 +46,14 @@ NUMERIC = ("uniform", "loguniform", "int")
 LISTS = ("choice", "grid")
 DISTRIBUTIONS = NUMERIC + LISTS
 #: metrics train() reports after every evaluation; any of them can be maximised
-METRICS = ("objective", "tr1", "tr5", "tr10", "ir1", "ir5", "ir10", "r_mean", "acc1", "acc5")
+METRICS = ("objective", "tr1", "tr5", "tr10", "ir1", "ir5", "ir10", "r_mean", "acc1", "acc5",
+           "knn_acc1", "val_acc1")
 COMPONENTS = ("loss", "optimizer", "scheduler")
 #: config keys holding paths: made absolute on the driver, because a trial runs in its own
 #: working directory
 PATH_KEYS = ("data.source", "data.image_root", "data.val_source", "data.val_image_root",
-             "data.zeroshot_source", "data.cache_dir", "model.image_weights", "model.text_weights")
+             "data.zeroshot_source", "data.cache_dir", "model.image_weights", "model.text_weights",
+             "retrieval.query", "retrieval.gallery", "retrieval.labels")
 _MAX_COMBINATIONS = 5000
 
 
@@ -70,6 +72,12 @@ PHASES = {
     "phase1": PhaseKind("phase1", "optuna", extra_keys=("asha",)),
     "phase2": PhaseKind("phase2", "grid", extra_keys=("top_optimizers",), provided=("optimizer.name",)),
     "phase3": PhaseKind("phase3", "optuna", provided=("loss.name", "optimizer.name"), relative=True),
+    # the classification protocol (seed 002): one Optuna + ASHA search per method, each method's
+    # space = the file's common params + its own (see clipsearch.tune.classify)
+    "classify": PhaseKind("classify", "optuna", extra_keys=("asha", "methods")),
+    # SupCon fine-tuning for retrieval (seed 000): a grid of short runs, zero-shot baselines
+    # first, the best cell trained long_epochs after (see clipsearch.tune.supcon)
+    "supcon_sweep": PhaseKind("supcon_sweep", "grid", extra_keys=("baselines", "long_epochs")),
 }
 _COMMON_KEYS = ("base", "metric", "num_samples", "max_concurrent", "params")
 
@@ -148,6 +156,8 @@ class SearchSpace:
     params: list[Param]                # in an order where every `when` target comes first
     asha: dict[str, int] = field(default_factory=dict)
     top_optimizers: int = 3
+    baselines: list[str] = field(default_factory=list)   # supcon_sweep: towers ranked zero-shot
+    long_epochs: int = 1                                   # supcon_sweep: epochs of the best cell
 
     @property
     def keys(self) -> set[str]:
@@ -223,9 +233,13 @@ def load_space(path: str | Path, phase: str, overrides: dict[str, Any] | None = 
 
     overrides: constants set on the command line (--set, --seed), over the file's.
     """
+    return space_from_doc(read_yaml(path), phase, Path(path), str(path), overrides)
+
+
+def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """A validated SearchSpace from a space file's mapping (`path`: where relative bases are
+    looked up; `where`: how messages name it)."""
     kind = PHASES[phase]
-    where = str(path)
-    doc = read_yaml(path)
     _check_top_level(doc, kind, where)
     base = _load_base(doc.get("base", "quick"), Path(path), where)
     params_doc = doc.get("params") or {}
@@ -256,9 +270,19 @@ def load_space(path: str | Path, phase: str, overrides: dict[str, Any] | None = 
     )
     _check_conditions(space, kind)
     check_against_config(space, provided=_provided_values(kind))
-    if phase == "phase1":
+    if "asha" in kind.extra_keys:
         space.asha = _asha(doc.get("asha", {}), space, where)
+    if "baselines" in kind.extra_keys:
+        space.baselines = _tower_list(doc.get("baselines", []), f"{where}: baselines")
+        space.long_epochs = _positive_int(doc, "long_epochs", 1, where)
     return space
+
+
+def _tower_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InputError(f"baselines must be a list of image towers, got {value!r}", where=where,
+                         fix="write e.g. `baselines: [timm:resnet18, open_clip:ViT-B-32]`")
+    return list(value)
 
 
 def _check_top_level(doc: dict, kind: PhaseKind, where: str) -> None:

@@ -1,0 +1,298 @@
+"""SupCon fine-tuning of a vision tower for cross-domain retrieval (protocols.md B, seed 000).
+
+`clipsearch sweep supcon` runs, under results/EXP/supcon/:
+1. zero-shot baselines: each tower of the space's `baselines:` list (and always the tower that
+   is fine-tuned) embeds the queries and the gallery untouched -> baselines.csv, one MLflow run
+   `supcon-baselines` with a child run per tower;
+2. the sweep: a grid over the space's `{grid: [...]}` parameters (seed 000: learning rate x
+   weight decay, plus the temperature it could not search), each trial `train.epochs` long
+   (1 in seed 000), through Ray Tune and MLflow like the phases -> sweep/ (trials.csv, best.json);
+3. the long run: the sweep's best cell trained `long_epochs` epochs, keeping its best epoch ->
+   long/, then the competition's submission of that best epoch (submission.json: {query file:
+   [top-10 gallery files]}) and final.json;
+4. results.csv / results.md: one row per baseline, per sweep cell and for the long run.
+
+The metric is the image task's "query_gallery" evaluator (clipsearch.retrieval): score =
+600 Hit@1 + 300 Hit@5 + 100 Hit@10, objective = score / 10.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import tracking
+from ..errors import InputError
+from .phases import Options, _check_options, _check_restorable, _check_start, _common_state, _overrides, _state_if_any
+from .results import BEST_JSON, atomic_write_text, read_json, read_trials_csv, write_json
+from .runner import Outcome, Plan, execute
+from .space import SearchSpace, default_space_path, load_space
+
+PROTOCOL = "supcon"
+SPACE = "supcon_sweep"
+BASELINES_CSV, RESULTS_CSV, RESULTS_MD = "baselines.csv", "results.csv", "results.md"
+SUBMISSION_JSON, FINAL_JSON = "submission.json", "final.json"
+#: the metrics every table shows, in this order
+SHOWN = ("score", "accuracy1", "hit1", "hit5", "hit10", "precision5", "mapr")
+
+
+@dataclass
+class SupConRun:
+    root: Path
+    baselines: list[dict[str, Any]]
+    sweep: Outcome
+    long: Outcome
+    final: dict[str, Any]
+
+
+def supcon_dir(opts: Options) -> Path:
+    return (opts.results / opts.name / PROTOCOL).resolve()
+
+
+# ------------------------------------------------------------------------------ space and checks
+
+def load_supcon_space(opts: Options) -> SearchSpace:
+    path = opts.space or default_space_path(SPACE, opts.quick, opts.spaces_dir)
+    space = load_space(path, SPACE, _overrides(opts))
+    cfg = space.base.config(space.constants, space.path)
+    if cfg.loss.name != "supcon" or cfg.image.evaluator != "query_gallery":
+        raise InputError(f"the sweep fine-tunes with loss supcon scored by the query_gallery evaluator; this space "
+                         f"gives loss {cfg.loss.name!r}, evaluator {cfg.image.evaluator!r}", where=f"{space.path}: params",
+                         fix="set loss.name: supcon and image.evaluator: query_gallery")
+    if opts.num_samples:
+        raise InputError("the sweep is a grid: its size is the product of its grid values", where="--num-samples",
+                         fix="change the {grid: [...]} lists in the space file instead")
+    return space
+
+
+def check_data(space: SearchSpace) -> None:
+    """Read the training images and the query/gallery sets once, so that a bad folder, an
+    unlabelled query folder, an empty gallery or a batch larger than the data fails now."""
+    from ..data.labelled import load_labelled_splits
+    from ..data.views import check_balanced
+    from ..retrieval import load_retrieval_sets
+
+    cfg = space.base.config(space.constants, space.path)
+    splits = load_labelled_splits(cfg.data, cfg.image)
+    check_balanced(splits.train, cfg.train.batch_size, cfg.image.images_per_class)
+    load_retrieval_sets(cfg)
+
+
+def baseline_towers(space: SearchSpace) -> list[str]:
+    """The towers ranked zero-shot: the file's list, with the fine-tuned tower always in it."""
+    from ..models import build_image_tower
+
+    tuned = space.base.config(space.constants, space.path).model.image_tower
+    towers = list(space.baselines or [])
+    if tuned not in towers:
+        towers.append(tuned)
+    for tower in towers:
+        try:
+            build_image_tower(tower)  # a name timm / open_clip does not know fails here, not mid-run
+        except InputError as exc:
+            raise InputError(exc.what, where=f"{space.path}: baselines", fix=exc.fix) from None
+    return towers
+
+
+# ------------------------------------------------------------------------------ plans
+
+def sweep_plan(space: SearchSpace, opts: Options, root: Path) -> Plan:
+    space.constants.setdefault("seed", space.base.config({}, space.path).seed)
+    space.constants.setdefault("train.threads", max(1, int(opts.cpus_per_trial)))
+    state = _common_state(f"{PROTOCOL}-sweep", space, opts, root / "sweep")
+    state["grid"] = {"carried": {}, "axes": space.grid_axes()}
+    state["long_epochs"] = space.long_epochs
+    _check_start(space, state)
+    return Plan(state["phase"], root / "sweep", state, resume=False)
+
+
+def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
+    """The sweep's best cell, `long_epochs` epochs: a one-cell grid."""
+    best = read_json(root / "sweep" / BEST_JSON, "the sweep's best.json", "run the sweep first")
+    state = {**sweep_state, "phase": f"{PROTOCOL}-long", "finished": False, "parent_run_id": None,
+             "num_samples": 1, "searched": [], "max_concurrent": 1}
+    state["constants"] = {**sweep_state["constants"], **best["decided"], "train.epochs": sweep_state["long_epochs"]}
+    state["grid"] = {"carried": {}, "axes": {}}
+    storage = _common_state_storage(opts, root / "long")
+    state.update(storage_path=storage, experiment_path=f"{storage}/ray")
+    return Plan(state["phase"], root / "long", state, resume=False)
+
+
+def _common_state_storage(opts: Options, phase_dir: Path) -> str:
+    from .phases import _storage_path
+
+    return _storage_path(opts, phase_dir)
+
+
+def _resumed(phase_dir: Path) -> Plan | None:
+    """A started stage's plan for --resume (a finished one is returned as finished)."""
+    state = _state_if_any(phase_dir)
+    if state is None:
+        return None
+    _check_restorable(state, phase_dir)
+    return Plan(state["phase"], phase_dir, state, resume=True)
+
+
+# ------------------------------------------------------------------------------ run
+
+def run_supcon(opts: Options) -> SupConRun:
+    """Baselines, the sweep, the long run, the tables; every input checked before Ray starts."""
+    from .cluster import ray_session
+
+    _check_options(opts)
+    root = supcon_dir(opts)
+    if opts.resume and not (root / "sweep" / "phase.json").is_file():
+        raise InputError(f"there is no supcon sweep of experiment {opts.name!r} to resume", where=str(root),
+                         fix=f"start it without --resume (clipsearch sweep supcon --name {opts.name})")
+    if not opts.resume and root.exists():
+        raise InputError(f"the supcon sweep of experiment {opts.name!r} exists already", where=str(root),
+                         fix="pass --resume to continue it, or choose another --name")
+    sweep = _resumed(root / "sweep") if opts.resume else None
+    if sweep is None:
+        space = load_supcon_space(opts)
+        towers = baseline_towers(space)
+        check_data(space)
+        sweep = sweep_plan(space, opts, root)
+        baselines = run_baselines(space, towers, sweep.state, root)
+    else:
+        baselines = _read_csv(root / BASELINES_CSV)
+    with ray_session(opts.address):
+        sweep_outcome = _run_or_keep(sweep)
+        long = (_resumed(root / "long") if opts.resume else None) or long_plan(sweep.state, opts, root)
+        long_outcome = _run_or_keep(long)
+    final = finish(root, long.state)
+    write_tables(root, baselines, final)
+    return SupConRun(root, baselines, sweep_outcome, long_outcome, final)
+
+
+def _run_or_keep(plan: Plan) -> Outcome:
+    if plan.resume and plan.state.get("finished"):
+        print(f"{plan.phase}: finished before, kept", file=sys.stderr)
+        best = read_json(plan.phase_dir / BEST_JSON, "best.json", "delete the folder and start again")
+        return Outcome(plan.phase, plan.phase_dir, best, best["trials"], best["errored"], 0.0)
+    return execute(plan)
+
+
+def run_baselines(space: SearchSpace, towers: list[str], state: dict, root: Path) -> list[dict[str, Any]]:
+    """Each tower, untouched, on the query/gallery sets; baselines.csv and MLflow runs."""
+    import torch
+
+    from ..models import build_image_encoder, resolve_device
+    from ..retrieval import load_retrieval_sets, rank_gallery
+
+    cfg = space.base.config(space.constants, space.path)
+    sets = load_retrieval_sets(cfg)
+    device = resolve_device(cfg.train.device)
+    rows = []
+    for tower in towers:
+        torch.manual_seed(cfg.seed)
+        model_cfg = cfg.model.model_copy(update={"image_tower": tower,
+                                                 "image_weights": cfg.model.image_weights
+                                                 if tower == cfg.model.image_tower else None})
+        model = build_image_encoder(model_cfg, "none").to(device)
+        ranked = rank_gallery(model, sets, device, cfg.eval.batch_size)
+        rows.append({"tower": tower, "weights": model_cfg.image_weights or "random init",
+                     **{k: ranked.metrics[k] for k in SHOWN}})
+        print(f"baseline {tower}: score {ranked.metrics['score']:.1f}", file=sys.stderr)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / BASELINES_CSV, _csv_text(rows))
+    _log_baselines(state, rows)
+    return rows
+
+
+def _log_baselines(state: dict, rows: list[dict[str, Any]]) -> None:
+    client = tracking.client(state["tracking_uri"])
+    exp_id = tracking.experiment_id(client, state["tracking_uri"], state["experiment"])
+    parent = tracking.phase_run(client, exp_id, state["experiment"], f"{PROTOCOL}-baselines",
+                                {"towers": ",".join(r["tower"] for r in rows)})
+    for row in rows:
+        child = tracking.trial_run(client, exp_id, parent, row["tower"], {"tower": row["tower"], "weights": row["weights"]})
+        tracking.log_metrics(client, child, {k: row[k] for k in SHOWN}, step=0)
+        tracking.end_run(client, child, "FINISHED")
+    tracking.end_run(client, parent, "FINISHED")
+
+
+def finish(root: Path, long_state: dict) -> dict[str, Any]:
+    """The long run's best epoch, scored again and written as the competition's submission."""
+    from ..models import build_image_encoder, resolve_device
+    from ..retrieval import load_retrieval_sets, rank_gallery
+    from .space import Base
+
+    best = read_json(root / "long" / BEST_JSON, "the long run's best.json", "run the sweep again")
+    cfg = Base.from_json(long_state["base"]).config(best["config"], "the long run's best.json")
+    device = resolve_device(cfg.train.device)
+    model = build_image_encoder(cfg.model, cfg.image.head)
+    model.load_state_dict(_best_weights(best))
+    ranked = rank_gallery(model.to(device), load_retrieval_sets(cfg), device, cfg.eval.batch_size)
+    write_json(root / SUBMISSION_JSON, ranked.submission)
+    final = {"tower": cfg.model.image_tower, "best_epoch": best["best_epoch"], "epochs": cfg.train.epochs,
+             "config": best["config"],
+             **{k: ranked.metrics[k] for k in SHOWN}}
+    write_json(root / FINAL_JSON, final)
+    return final
+
+
+def _best_weights(best: dict) -> dict:
+    import torch
+    from ray import tune
+
+    with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
+        return torch.load(Path(folder) / "best" / "model.pt", map_location="cpu", weights_only=True)["model"]
+
+
+# ------------------------------------------------------------------------------ tables
+
+def write_tables(root: Path, baselines: list[dict[str, Any]], final: dict[str, Any]) -> None:
+    sweep = read_trials_csv(root / "sweep" / "trials.csv")
+    rows = [{"stage": "zero-shot", "tower": b["tower"], "lr": "", "weight_decay": "", "temperature": "",
+             "epochs": 0, **{k: b[k] for k in SHOWN}} for b in baselines]
+    for trial in sorted(sweep, key=lambda r: -(r.get("best_score") or 0)):
+        rows.append({"stage": "sweep", "tower": final["tower"], "lr": trial.get("config/optimizer.lr"),
+                     "weight_decay": trial.get("config/optimizer.weight_decay"),
+                     "temperature": trial.get("config/loss.temperature"), "epochs": trial.get("epochs"),
+                     **{k: trial.get(f"best_{k}") for k in SHOWN}})
+    config = final["config"]
+    rows.append({"stage": f"long (best epoch {final['best_epoch']})", "tower": final["tower"],
+                 "lr": config.get("optimizer.lr"), "weight_decay": config.get("optimizer.weight_decay"),
+                 "temperature": config.get("loss.temperature"), "epochs": final["epochs"],
+                 **{k: final[k] for k in SHOWN}})
+    atomic_write_text(root / RESULTS_CSV, _csv_text(rows))
+    atomic_write_text(root / RESULTS_MD, _markdown(rows))
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
