@@ -61,7 +61,6 @@ def train(
     TR@1 and IR@1 about 0.1 (1,000 validation images), ACC@1 10 (ten digits), objective about 3.4.
     """
     from .config import load_config
-    from .train import train as run_training
 
     resume_from = None
     if resume is not None:
@@ -71,6 +70,9 @@ def train(
         config = config or resume / "config.yaml"
         output, resume_from = resume, checkpoint
     cfg = load_config(config, set_ or [], quick=quick)
+    # imported once the config is valid: the model libraries take seconds to load, bad input should not wait
+    from .train import train as run_training
+
     run_dir = output or Path("results") / "runs" / time.strftime("train-%Y%m%d-%H%M%S")
     result = run_training(cfg, report=_print_epoch, run_dir=run_dir, resume_from=resume_from, progress=progress)
     typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
@@ -364,10 +366,27 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
 
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here, to be written as one line
     except InputError as exc:
         _err(exc.one_line())
         sys.exit(2)
+    except typer.TyperException as exc:  # typer's click: an unknown option, a missing or malformed value
+        if hasattr(exc, "show") and type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # a bare command prints its help, as before
+        else:
+            _err(_usage_line(exc))
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(exc: Exception) -> str:
+    """A usage error as the contract's one line: what was wrong and where the help is."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "clipsearch"
+    return f"{command}: {message}; fix: see `{command} --help`"
 
 
 if __name__ == "__main__":
