@@ -251,9 +251,10 @@ def write_tables(root: Path, baselines: list[dict[str, Any]], final: dict[str, A
     rows = [{"stage": "zero-shot", "tower": b["tower"], "lr": "", "weight_decay": "", "temperature": "",
              "epochs": 0, **{k: b[k] for k in SHOWN}} for b in baselines]
     for trial in sorted(sweep, key=lambda r: -(r.get("best_score") or 0)):
-        rows.append({"stage": "sweep", "tower": final["tower"], "lr": trial.get("config/optimizer.lr"),
-                     "weight_decay": trial.get("config/optimizer.weight_decay"),
-                     "temperature": trial.get("config/loss.temperature"), "epochs": trial.get("epochs"),
+        config = trial["config"]
+        rows.append({"stage": "sweep", "tower": final["tower"], "lr": config.get("optimizer.lr"),
+                     "weight_decay": config.get("optimizer.weight_decay"),
+                     "temperature": config.get("loss.temperature"), "epochs": trial.get("epochs"),
                      **{k: trial.get(f"best_{k}") for k in SHOWN}})
     config = final["config"]
     rows.append({"stage": f"long (best epoch {final['best_epoch']})", "tower": final["tower"],

@@ -43,10 +43,10 @@ def test_sweep_ranks_baselines_runs_the_grid_then_the_best_cell_longer(tmp_path)
     baselines = {row["tower"]: row for row in _csv(root / "baselines.csv")}
     assert set(baselines) == {"timm:test_efficientnet", "timm:test_resnet"}  # the tuned tower is always added
     sweep = read_trials_csv(root / "sweep" / "trials.csv")
-    assert sorted(r["config/optimizer.lr"] for r in sweep) == [1.0e-4, 3.0e-3] and all(r["epochs"] == 1 for r in sweep)
+    assert sorted(r["config"]["optimizer.lr"] for r in sweep) == [1.0e-4, 3.0e-3] and all(r["epochs"] == 1 for r in sweep)
     best_cell = max(sweep, key=lambda r: r["best_score"])
     (long_trial,) = read_trials_csv(root / "long" / "trials.csv")
-    assert long_trial["epochs"] == 2 and long_trial["config/optimizer.lr"] == best_cell["config/optimizer.lr"]
+    assert long_trial["epochs"] == 2 and long_trial["config"]["optimizer.lr"] == best_cell["config"]["optimizer.lr"]
 
     # fine-tuning beats the same tower untouched
     final = json.loads((root / "final.json").read_text())
