@@ -6,6 +6,7 @@ the key and the fix; nothing started, nothing written).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -378,7 +379,17 @@ def main() -> None:
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        _err(f"{exc.filename or 'a results file'}: {exc.strerror} (the disk, quota or file-size limit is full); "
+             "fix: free space, then run the same command again (phases: with --resume)")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+#: the write errors of a full disk, a full quota and a file-size limit (RLIMIT_FSIZE)
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _usage_line(exc: Exception) -> str:

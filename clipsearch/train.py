@@ -10,8 +10,10 @@ the epoch, so its metrics equal those of an unbroken run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,16 @@ from . import metrics as M
 from .config import Config, save_config
 from .data import EvalSets, check_sources, load_eval_sets, load_training_set
 from .data.batches import PairBatches, TextBank, to_float_images
+from .errors import InputError
 from .losses import build_loss
 from .models import DualEncoder, build_dual_encoder, resolve_device
 from .optim import build_optimizer, build_scheduler
 
 Report = Callable[[dict, Path | None], None]
 CHECKPOINT_FILE = "state.pt"
+#: the checkpoint before the latest: what a run resumes from when state.pt is truncated or lost
+PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -245,24 +251,37 @@ def _autocast(precision: str, device: torch.device):
 # ------------------------------------------------------------------------------ checkpoints
 
 def _atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file,
+    and a failed write (a full disk) leaves no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
+    try:
+        with open(tmp, "wb") as file:  # a file object: torch then keeps the OSError of a failed write
+            torch.save(obj, file)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
+            # torch reports a full disk as an internal "unexpected pos"; say what happened, and where
+            raise OSError(exc.__context__.errno, exc.__context__.strerror, str(path)) from exc
+        raise
     os.replace(tmp, path)
 
 
 def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator, state: RunState) -> None:
+    """state.pt, with the one it replaces kept as state.prev.pt (see load_checkpoint)."""
+    current = directory / CHECKPOINT_FILE
     _atomic_save({
         "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(), "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "state": vars(state).copy(),
-    }, directory / CHECKPOINT_FILE)
+    }, directory / ".state.next.pt")
+    if current.is_file():
+        os.replace(current, directory / PREVIOUS_CHECKPOINT_FILE)
+    os.replace(directory / ".state.next.pt", current)
 
 
 def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator) -> RunState:
-    # weights_only: a checkpoint is data; loading one must never run code
-    saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    saved = read_checkpoint(directory)
     model.load_state_dict(saved["model"])
     loss_fn.load_state_dict(saved["loss"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -270,3 +289,31 @@ def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, genera
     generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
     return RunState(**saved["state"])
+
+
+def read_checkpoint(directory: Path) -> dict:
+    """The latest readable checkpoint in `directory`: state.pt, or state.prev.pt (one epoch
+    earlier) when state.pt is truncated, empty or missing (a disk that filled, a copy cut short).
+
+    A checkpoint is data: loading one never runs code (weights_only). One that holds pickled
+    objects is refused outright, not skipped: someone put it there.
+    """
+    problems = []
+    for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} missing")
+            continue
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise InputError(f"checkpoint refused: it holds pickled objects, not only tensors ({exc.__class__.__name__})",
+                             where=str(path), fix="resume only from checkpoints clipsearch wrote") from None
+        except (RuntimeError, EOFError, OSError) as exc:  # torch's zip reader on a cut file, an empty file
+            problems.append(f"{name} unreadable ({' '.join(str(exc).split())[:80]})")
+            continue
+        if problems:
+            log.warning("%s: %s; resuming from %s", directory, "; ".join(problems), name)
+        return saved
+    raise InputError(f"no readable checkpoint: {'; '.join(problems)}", where=str(directory),
+                     fix="start the run afresh (without --resume)")

@@ -33,7 +33,13 @@ _NOT_FINAL = {"best_objective", "best_epoch"}
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except BaseException as exc:  # a full disk: the previous file stays whole, no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file the user knows
+        raise
     os.replace(tmp, path)
 
 
