@@ -73,12 +73,14 @@ def check_data(space: SearchSpace) -> None:
     """Read the training images and the query/gallery sets once, so that a bad folder, an
     unlabelled query folder, an empty gallery or a batch larger than the data fails now."""
     from ..data.labelled import load_labelled_splits
-    from ..data.views import check_balanced
+    from ..data.views import BalancedBatches
     from ..retrieval import load_retrieval_sets
 
     cfg = space.base.config(space.constants, space.path)
     splits = load_labelled_splits(cfg.data, cfg.image)
-    check_balanced(splits.train, cfg.train.batch_size, cfg.image.images_per_class)
+    # built once here so that its checks (k x n against the data) fail now and its note on
+    # classes smaller than n is printed by the driver, not only inside a trial's log
+    BalancedBatches(splits.train, cfg.train.batch_size, cfg.image.images_per_class, augment=None)
     load_retrieval_sets(cfg)
 
 

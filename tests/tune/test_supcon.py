@@ -122,3 +122,11 @@ def test_a_space_that_is_not_supcon_is_refused(tmp_path):
 def test_resume_of_a_sweep_that_does_not_exist_is_refused(tmp_path):
     out = run_cli("sweep", "supcon", "--quick", "--name", "nothing", "--resume", cwd=tmp_path)
     assert out.returncode == 2 and "no supcon sweep" in out.stderr
+
+
+def test_a_class_with_one_image_is_kept_and_the_sampler_says_so(tmp_path):
+    folders(tmp_path, empty_gallery=True)  # the run then stops at the gallery, checked after the sampler
+    save(tmp_path / "data" / "train" / "lonely" / "0.png", 250)
+    out = sweep(tmp_path)
+    assert out.returncode == 2 and "retrieval.gallery" in out.stderr
+    assert "fewer than n = 2" in out.stderr and "with replacement" in out.stderr, out.stderr
