@@ -27,7 +27,8 @@ from typing import Any
 
 from .. import tracking
 from ..errors import InputError
-from .phases import Options, _check_options, _check_restorable, _check_start, _common_state, _overrides, _state_if_any
+from .phases import (Options, _check_options, _check_restorable, _check_start, _common_state, _overrides,
+                     _state_if_any, _storage_path)
 from .results import BEST_JSON, atomic_write_text, read_json, read_trials_csv, write_json
 from .runner import Outcome, Plan, execute
 from .space import SearchSpace, default_space_path, load_space
@@ -119,15 +120,9 @@ def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
              "num_samples": 1, "searched": [], "max_concurrent": 1}
     state["constants"] = {**sweep_state["constants"], **best["decided"], "train.epochs": sweep_state["long_epochs"]}
     state["grid"] = {"carried": {}, "axes": {}}
-    storage = _common_state_storage(opts, root / "long")
+    storage = _storage_path(opts, root / "long")
     state.update(storage_path=storage, experiment_path=f"{storage}/ray")
     return Plan(state["phase"], root / "long", state, resume=False)
-
-
-def _common_state_storage(opts: Options, phase_dir: Path) -> str:
-    from .phases import _storage_path
-
-    return _storage_path(opts, phase_dir)
 
 
 def _resumed(phase_dir: Path) -> Plan | None:
@@ -148,8 +143,10 @@ def run_supcon(opts: Options) -> SupConRun:
     _check_options(opts)
     root = supcon_dir(opts)
     if opts.resume and not (root / "sweep" / "phase.json").is_file():
-        raise InputError(f"there is no supcon sweep of experiment {opts.name!r} to resume", where=str(root),
-                         fix=f"start it without --resume (clipsearch sweep supcon --name {opts.name})")
+        # a run stopped during the baselines has nothing Tune could continue
+        fix = (f"delete {root} and start again" if root.exists()
+               else f"start it without --resume (clipsearch sweep supcon --name {opts.name})")
+        raise InputError(f"there is no supcon sweep of experiment {opts.name!r} to resume", where=str(root), fix=fix)
     if not opts.resume and root.exists():
         raise InputError(f"the supcon sweep of experiment {opts.name!r} exists already", where=str(root),
                          fix="pass --resume to continue it, or choose another --name")
