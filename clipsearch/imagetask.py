@@ -9,9 +9,10 @@ non-finite-loss stop are train()'s, shared.
 
 Evaluators (`image.evaluator`, a registry: `register_evaluator`): "knn" embeds the training and
 validation splits with the frozen tower and reports `knn_acc1`, the kNN accuracy of val against
-train (the cheap signal ASHA stops on; `objective` = knn_acc1), plus `val_acc1`, the classifier's
-accuracy on val, for ce. The test split never reaches an evaluator: `final_scores` alone reads it
-(the linear probe of the classification protocol).
+train (the cheap signal ASHA stops pre-training on; `objective` = knn_acc1), and for ce
+`val_acc1`, its classifier's accuracy on val, which is then its `objective`. The test split
+never reaches an evaluator: `final_scores` alone reads it (the linear probe of the
+classification protocol).
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def knn_evaluator(splits: LabelledSplits, cfg, device: torch.device):
         out = {"knn_acc1": M.knn_accuracy(train_emb, train_labels, val_emb, val_labels, k=k)}
         if val_logits is not None:
             out["val_acc1"] = M.topk_accuracy(val_logits, val_labels, ks=(1,))["acc@1"]
-        out["objective"] = out["knn_acc1"]
+        # a classifier is selected (and its plateau schedule driven) by what it is scored with
+        out["objective"] = out.get("val_acc1", out["knn_acc1"])
         return out
 
     return evaluate

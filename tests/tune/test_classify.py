@@ -19,7 +19,7 @@ from .helpers import mlflow_runs, run_cli, write_space
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TINY = """base: quick
-metric: knn_acc1
+metric: objective
 num_samples: 1
 max_concurrent: 2
 params:
@@ -83,7 +83,7 @@ def test_shipped_spaces_give_one_search_per_method(name):
     spaces = load_classify_spaces(SPACES / name)
     assert list(spaces) == ["ce", "ntxent", "supcon"]
     for method, space in spaces.items():
-        assert space.constants["loss.name"] == method and space.metric == "knn_acc1"
+        assert space.constants["loss.name"] == method and space.metric == "objective"
         assert space.asha["max_t"] == space.epochs()
     assert spaces["ce"].constants["scheduler.name"] == "plateau"
 
@@ -98,7 +98,7 @@ def test_method_params_override_common_ones_and_loss_name_is_the_methods(tmp_pat
 
 
 def test_comparison_table_has_seed_002s_columns():
-    finals = [{"method": "ce", "best_epoch": 3, "val_knn_acc1": 90.0, "probe_acc1": 91.0, "test_acc1": 92.5,
+    finals = [{"method": "ce", "best_epoch": 3, "selected_on": "val_acc1", "val_score": 90.0, "probe_acc1": 91.0, "test_acc1": 92.5,
                "config": {"optimizer.name": "adamw", "scheduler.name": "plateau", "optimizer.lr": 5e-4,
                           "data.image_size": 256, "train.batch_size": 60, "train.epochs": 60}}]
     row = comparison_rows(finals)[0]
