@@ -19,4 +19,5 @@ class InputError(ValueError):
         parts = [f"{self.where}: {self.what}" if self.where else self.what]
         if self.fix:
             parts.append(f"fix: {self.fix}")
-        return "; ".join(parts)
+        # one line, whatever a library's message held (tarfile's lists its attempts line by line)
+        return " ".join("; ".join(parts).split())

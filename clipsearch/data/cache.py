@@ -150,12 +150,17 @@ def decode_images(
         sources = list(sources)
     if len(sources) == 0:
         raise ValueError("decode_images needs at least one source")
+    missing = _missing_folders(Path(cache_dir).expanduser())
     cache_dir = _ensure_cache_dir(cache_dir)
     key = cache_key(sources, image_size, fingerprint)
     result = _load_cached(cache_dir, key, image_size)
     if result is None:
-        result = _decode_to_cache(sources, image_size, cache_dir, key, on_corrupt, progress,
-                                  workers)
+        try:
+            result = _decode_to_cache(sources, image_size, cache_dir, key, on_corrupt, progress,
+                                      workers)
+        except BaseException:
+            _remove_if_empty(missing)  # bad input writes nothing: not even an empty cache folder
+            raise
     if result.skipped:
         _handle_skipped(result, cache_dir / f"{key}.json", on_corrupt)
     return result
@@ -197,6 +202,23 @@ def _check_on_corrupt(on_corrupt: str) -> None:
             f"unknown value {on_corrupt!r}", where="data.on_corrupt",
             fix=f"use one of: {', '.join(ON_CORRUPT_CHOICES)}",
         )
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run wrote there meanwhile) or gone: leave it
+            return
 
 
 def _ensure_cache_dir(cache_dir: str | os.PathLike) -> Path:
