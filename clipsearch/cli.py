@@ -283,6 +283,27 @@ def bench_tune(
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
 
 
+@bench_app.command("reliability")
+def bench_reliability(
+    kills: Annotated[int, typer.Option(help="times the driver of a quick phase 1 is SIGKILLed (at a random "
+                                       "moment after its first epoch) and resumed; 0: no kill loop")] = 3,
+    trials: Annotated[int, typer.Option(help="trials of that phase")] = 4,
+    census: Annotated[bool, typer.Option(help="also run the quick fault and bad-input tests (tests/, from the "
+                                         "repository root) and count their cases")] = True,
+    seed: Annotated[int, typer.Option(help="seed of the kill moments")] = 0,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
+) -> None:
+    """Faults survived and bad inputs tried, counted: the census of the quick fault and bad-input
+    tests, and a quick phase 1 killed and resumed KILLS times (with a trial worker killed once).
+    Writes OUT/reliability.json and OUT/reliability.md (per category: tried, passed, lost)."""
+    from .bench.reliability import run_reliability_benchmark
+
+    for option, value, least in (("--kills", kills, 0), ("--trials", trials, 1)):
+        if value < least:
+            raise InputError(f"must be >= {least}, got {value}", where=option, fix=f"give a whole number >= {least}")
+    typer.echo(str(run_reliability_benchmark(out, kills=kills, trials=trials, census=census, seed=seed)))
+
+
 # ------------------------------------------------------------------------------ sweeps (image-only protocols)
 
 sweep_app = typer.Typer(help="Searches of the image-only protocols (supervised vs SimCLR vs SupCon, "
