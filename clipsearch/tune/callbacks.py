@@ -102,3 +102,48 @@ class PruneFinished(Callback):
         checkpoint = trial.checkpoint
         if checkpoint is not None:
             checkpoint.filesystem.delete_dir(f"{checkpoint.path}/{STATE_DIR}")
+
+
+class DropSnapshotOlderCheckpoints(Callback):
+    """Deletes a trial's older checkpoints only once Tune's experiment snapshot points past them.
+
+    With Tune's own `num_to_keep=1`, a new checkpoint deleted the previous one at once, while
+    the snapshot (what --resume restores) still named the previous one until it was next
+    written: a driver killed in between left that trial unrestorable ("checkpoint does not
+    exist on storage anymore") and it errored on resume. Tune writes a snapshot, then asks the
+    callbacks for their state (`get_state`) and copies the snapshot to storage; so at each
+    `get_state`, the checkpoints older than those the *previous* snapshot named (copied by now)
+    can go. At the end of the phase every trial keeps only its latest."""
+
+    def __init__(self):
+        self._trials: dict[str, object] = {}
+        self._named: dict[str, object] = {}  # trial id -> its checkpoint when the last snapshot was written
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self._trials[trial.trial_id] = trial
+
+    def get_state(self) -> dict | None:
+        for trial_id, checkpoint in self._named.items():
+            _delete_older_checkpoints(checkpoint)
+        self._named = {trial_id: trial.checkpoint for trial_id, trial in self._trials.items()}
+        return None  # nothing of ours to restore
+
+    def on_experiment_end(self, trials, **info):
+        # after Tune's last snapshot: every trial, also those a killed driver had finished
+        for trial in trials:
+            _delete_older_checkpoints(trial.checkpoint)
+
+
+def _delete_older_checkpoints(latest) -> None:
+    """The `checkpoint_NNNNNN` folders beside `latest` with a smaller number."""
+    if latest is None:
+        return
+    from pyarrow.fs import FileSelector, FileType
+
+    parent, name = latest.path.rstrip("/").rsplit("/", 1)
+    try:
+        for info in latest.filesystem.get_file_info(FileSelector(parent, allow_not_found=True)):
+            if info.type == FileType.Directory and info.base_name.startswith("checkpoint_") and info.base_name < name:
+                latest.filesystem.delete_dir(info.path)
+    except OSError as exc:  # storage space is not worth a phase: say so and go on
+        print(f"clipsearch: could not delete old checkpoints beside {latest.path}: {exc}", file=sys.stderr)

@@ -183,15 +183,17 @@ def _close_ghost_optuna_trials(phase_dir: Path, study_name: str) -> None:
 def _run_config(state: dict):
     from ray import tune
 
-    from .callbacks import MLflowTrialRuns, ProgressLines, PruneFinished
+    from .callbacks import DropSnapshotOlderCheckpoints, MLflowTrialRuns, ProgressLines, PruneFinished
 
     return tune.RunConfig(
         name=EXPERIMENT_DIR, storage_path=state["storage_path"], verbose=0,
         failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
-        # one checkpoint per trial: the latest, which holds best/model.pt as well
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Tune keeps every checkpoint; DropSnapshotOlderCheckpoints deletes those the experiment
+        # snapshot no longer names (Tune's num_to_keep=1 deleted the one it still named: see there)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"]),
-                   ProgressLines(state["phase"], state["metric"], _epochs(state)), PruneFinished()],
+                   ProgressLines(state["phase"], state["metric"], _epochs(state)), PruneFinished(),
+                   DropSnapshotOlderCheckpoints()],
     )
 
 
