@@ -51,6 +51,8 @@ class KillLoop:
     half_written_files: list[str] = field(default_factory=list)
     runs_left_running: int = 0
     killed_runs_not_closed: int = 0
+    trials_without_one_finished_run: int = 0
+    kill_moments_s: list[float] = field(default_factory=list)  # seconds after the run's first epoch
     final_exit_code: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -59,7 +61,7 @@ class KillLoop:
     def lost(self) -> int:
         """Trials not completed plus repeats plus half-written files plus unclosed runs."""
         return (self.trials_configured - self.trials_completed + self.trials_repeated + len(self.half_written_files)
-                + self.runs_left_running + self.killed_runs_not_closed)
+                + self.runs_left_running + self.killed_runs_not_closed + self.trials_without_one_finished_run)
 
 
 def run_kill_loop(kills: int = 3, trials: int = 4, epochs: int = 2, kill_worker: bool = True, seed: int = 0,
@@ -86,13 +88,15 @@ def run_kill_loop(kills: int = 3, trials: int = 4, epochs: int = 2, kill_worker:
                     loop.worker_kills += 1
                 loop.final_exit_code = _wait(driver, timeout_s)
                 break
-            time.sleep(rng.uniform(0, max_wait_s))
+            moment = rng.uniform(0, max_wait_s)
+            time.sleep(moment)
             if driver.poll() is not None:  # the phase finished first: nothing left to kill
                 loop.final_exit_code = driver.returncode
                 loop.notes.append(f"run {attempt} finished before its kill")
                 break
             kill_tree(driver)
             loop.kills_done += 1
+            loop.kill_moments_s.append(round(moment, 1))
             loop.half_written_files += _half_written(work / "results" / "k" / "phase1")
         _count_results(loop, work / "results")
     finally:
@@ -206,3 +210,5 @@ def _count_results(loop: KillLoop, results: Path) -> None:
     # a run of a trial Tune never recorded (its driver died first) must be closed, not left open
     loop.killed_runs_not_closed = sum(r.data.tags.get("clipsearch.trial_id") not in (None, *ids)
                                       and r.info.status not in ("KILLED", "FAILED") for r in runs)
+    finished = [r.data.tags.get("clipsearch.trial_id") for r in runs if r.info.status == "FINISHED"]
+    loop.trials_without_one_finished_run = sum(finished.count(trial_id) != 1 for trial_id in set(ids))
