@@ -64,9 +64,6 @@ def load_supcon_space(opts: Options) -> SearchSpace:
         raise InputError(f"the sweep fine-tunes with loss supcon scored by the query_gallery evaluator; this space "
                          f"gives loss {cfg.loss.name!r}, evaluator {cfg.image.evaluator!r}", where=f"{space.path}: params",
                          fix="set loss.name: supcon and image.evaluator: query_gallery")
-    if opts.num_samples:
-        raise InputError("the sweep is a grid: its size is the product of its grid values", where="--num-samples",
-                         fix="change the {grid: [...]} lists in the space file instead")
     return space
 
 
