@@ -68,7 +68,7 @@ def run_kill_loop(kills: int = 3, trials: int = 4, epochs: int = 2, kill_worker:
                   max_wait_s: float = 20.0, timeout_s: float = 1800.0) -> KillLoop:
     """Phase 1 of `trials` trials, its driver SIGKILLed `kills` times at a random moment (up to
     `max_wait_s` after this driver's first reported epoch) and resumed; with `kill_worker`, a
-    trial's worker is SIGKILLed once in the last run. Returns the counts."""
+    trial's worker is SIGKILLed once, at the first run's first epoch. Returns the counts."""
     rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="csrel"))  # short: Ray's socket paths live under it
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_TMPDIR": str(work / "ray")}
@@ -83,9 +83,9 @@ def run_kill_loop(kills: int = 3, trials: int = 4, epochs: int = 2, kill_worker:
                 loop.final_exit_code = driver.wait()
                 loop.notes.append(f"run {attempt} ended (exit {loop.final_exit_code}) before reporting an epoch")
                 break
+            if kill_worker and attempt == 0 and _kill_a_worker(driver.pid):
+                loop.worker_kills += 1  # the trial retries from its checkpoint; the checks below cover it
             if last:
-                if kill_worker and _kill_a_worker(driver.pid):
-                    loop.worker_kills += 1
                 loop.final_exit_code = _wait(driver, timeout_s)
                 break
             moment = rng.uniform(0, max_wait_s)

@@ -6,7 +6,8 @@ from clipsearch.tune.reliability import KillLoop, _half_written
 
 def test_cases_are_filed_by_what_they_test():
     assert categorize("tests.test_bad_input::test_bad_input_is_exit_2[config: python tag]") == "security"
-    assert categorize("tests.test_bad_input::test_bad_input_is_exit_2[data: corrupt JPEG]") == "bad input"
+    assert categorize("tests.test_bad_input::test_bad_input_is_exit_2[data: corrupt JPEG]") == "bad input: data file"
+    assert categorize("tests.test_bad_input::test_bad_input_is_exit_2[cli: unknown option]") == "bad input: argument"
     assert categorize("tests.test_reliability::test_a_full_disk_while_writing_results_keeps_the_earlier_file") == "disk full"
     assert categorize("tests.test_reliability::test_a_checkpoint_holding_code_is_refused_not_run") == "security"
     assert categorize("tests.test_reliability::test_a_damaged_checkpoint_falls_back_to_the_previous_epoch[empty]") \
