@@ -43,7 +43,8 @@ def decode_calls(monkeypatch):
 
 
 def files_in(folder):
-    return sorted(os.listdir(folder))
+    """What a folder holds; a folder a failed run removed (or never made) holds nothing."""
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
 # --------------------------------------------------------------------------- decoding rules
