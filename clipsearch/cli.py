@@ -291,17 +291,24 @@ def bench_reliability(
     census: Annotated[bool, typer.Option(help="also run the quick fault and bad-input tests (tests/, from the "
                                          "repository root) and count their cases")] = True,
     seed: Annotated[int, typer.Option(help="seed of the kill moments")] = 0,
+    soak: Annotated[bool, typer.Option(help="also run the soak: a quick phase 1 of SOAK_TRIALS one-epoch trials "
+                                       "to its end, its driver's RSS sampled each second and held to a bound "
+                                       "(10-20 minutes on 2 cores)")] = False,
+    soak_trials: Annotated[int, typer.Option(help="trials of the soak")] = 100,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
     """Faults survived and bad inputs tried, counted: the census of the quick fault and bad-input
-    tests, and a quick phase 1 killed and resumed KILLS times (with a trial worker killed once).
-    Writes OUT/reliability.json and OUT/reliability.md (per category: tried, passed, lost)."""
+    tests, a quick phase 1 killed and resumed KILLS times (with a trial worker killed once), and
+    with --soak a long quick phase 1 whose driver memory is bounded. Writes OUT/reliability.json
+    and OUT/reliability.md (per category: tried, passed, lost); the parts not run this time are
+    kept from the previous file, each dated by its own run (soak only: --no-census --kills 0 --soak)."""
     from .bench.reliability import run_reliability_benchmark
 
-    for option, value, least in (("--kills", kills, 0), ("--trials", trials, 1)):
+    for option, value, least in (("--kills", kills, 0), ("--trials", trials, 1), ("--soak-trials", soak_trials, 4)):
         if value < least:
             raise InputError(f"must be >= {least}, got {value}", where=option, fix=f"give a whole number >= {least}")
-    typer.echo(str(run_reliability_benchmark(out, kills=kills, trials=trials, census=census, seed=seed)))
+    typer.echo(str(run_reliability_benchmark(out, kills=kills, trials=trials, census=census, seed=seed,
+                                             soak=soak, soak_trials=soak_trials)))
 
 
 # ------------------------------------------------------------------------------ sweeps (image-only protocols)

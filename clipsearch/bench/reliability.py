@@ -4,9 +4,12 @@ Two sources, both run here, never copied from elsewhere:
 - the census: the quick fault and bad-input tests (those CI runs), run with pytest and counted
   case by case from its JUnit report, each case filed under a category;
 - the kill loop (clipsearch.tune.reliability): a quick phase 1 whose driver is SIGKILLed at
-  random moments and resumed, and a trial worker killed mid-epoch.
+  random moments and resumed, and a trial worker killed mid-epoch;
+- with --soak (clipsearch.tune.soak): a quick phase 1 of 100 trials run to its end, its driver's
+  RSS sampled each second and held to a stated bound.
 Writes OUT/reliability.json and OUT/reliability.md: per category, cases tried, passed, and what
-was lost (failed cases, trials lost or repeated, half-written files, runs left open).
+was lost (failed cases, trials lost or repeated, half-written files, runs left open). Each part
+is a section dated by the run that produced it; a run keeps the sections it did not redo.
 """
 
 from __future__ import annotations
@@ -30,40 +33,127 @@ CATEGORY_RULES = [("python tag", "security"), ("refused", "security"), ("test_ba
                   ("full_disk", "disk full")]
 
 
-def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bool, seed: int) -> Path:
-    categories: dict[str, dict] = {}
-    if census:
-        for case in run_census(Path.cwd()):
-            row = categories.setdefault(case["category"], {"tried": 0, "passed": 0, "lost": 0, "failed_cases": []})
-            row["tried"] += 1
-            row["passed"] += case["passed"]
-            if not case["passed"]:
-                row["lost"] += 1
-                row["failed_cases"].append(case["id"])
-    kill_loop = None
-    if kills:
-        from ..tune.reliability import run_kill_loop
+#: the sections of the result, each produced by one part of the command, each dated by its run
+SECTIONS = ("census", "kill loop", "soak")
+SOAK_ROW = "soak: phase 1 run to its end, driver RSS bounded (bench)"
 
-        loop = run_kill_loop(kills=kills, trials=trials, seed=seed)
-        kill_loop = {**asdict(loop), "lost": loop.lost}
-        categories["driver killed + --resume (bench)"] = {
-            "tried": loop.kills_done, "passed": loop.kills_done if loop.lost == 0 and loop.final_exit_code == 0 else 0,
-            "lost": loop.lost, "failed_cases": loop.notes}
-        categories["worker killed mid-epoch (bench)"] = {
-            "tried": loop.worker_kills,
-            "passed": loop.worker_kills if loop.lost == 0 and loop.final_exit_code == 0 else 0,
-            "lost": loop.lost if loop.worker_kills else 0, "failed_cases": []}
-    result = {"environment": environment(), "command": _command(kills, trials, census, seed),
-              "categories": categories, "kill_loop": kill_loop,
+
+def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bool, seed: int,
+                              soak: bool = False, soak_trials: int = 100) -> Path:
+    """Run the parts asked for; the sections of OUT/reliability.json this run did not redo are
+    kept from the previous file, with the date and command of the run that made them."""
+    command = _command(kills, trials, census, seed, soak, soak_trials)
+    run = {"date": environment()["date"], "command": command}
+    fresh: dict[str, dict] = {}  # section -> {"categories": ..., extra keys}
+    if census:
+        fresh["census"] = {"categories": _census_categories()}
+    if kills:
+        fresh["kill loop"] = _kill_loop_section(kills, trials, seed)
+    if soak:
+        fresh["soak"] = _soak_section(soak_trials)
+    sections = {**_previous_sections(out_dir / "reliability.json"), **{k: {**v, "run": run} for k, v in fresh.items()}}
+    return _write(out_dir, command, sections)
+
+
+def _census_categories() -> dict[str, dict]:
+    categories: dict[str, dict] = {}
+    for case in run_census(Path.cwd()):
+        row = categories.setdefault(case["category"], {"tried": 0, "passed": 0, "lost": 0, "failed_cases": []})
+        row["tried"] += 1
+        row["passed"] += case["passed"]
+        if not case["passed"]:
+            row["lost"] += 1
+            row["failed_cases"].append(case["id"])
+    return categories
+
+
+def _kill_loop_section(kills: int, trials: int, seed: int) -> dict:
+    from ..tune.reliability import run_kill_loop
+
+    loop = run_kill_loop(kills=kills, trials=trials, seed=seed)
+    ok = loop.lost == 0 and loop.final_exit_code == 0
+    return {"kill_loop": {**asdict(loop), "lost": loop.lost}, "categories": {
+        "driver killed + --resume (bench)": {"tried": loop.kills_done, "passed": loop.kills_done if ok else 0,
+                                             "lost": loop.lost, "failed_cases": loop.notes},
+        "worker killed mid-epoch (bench)": {"tried": loop.worker_kills, "passed": loop.worker_kills if ok else 0,
+                                            "lost": loop.lost if loop.worker_kills else 0, "failed_cases": []}}}
+
+
+def _soak_section(trials: int) -> dict:
+    from ..tune import soak as soak_module
+
+    soak = soak_module.run_soak(trials=trials)
+    summary = soak_module.rss_summary(soak.samples, trials)
+    failures = soak_module.check(soak, summary)
+    record = {k: v for k, v in asdict(soak).items() if k != "samples"}
+    record |= {"rss": summary, "curve_mib": soak_module.rss_curve(soak.samples, trials), "failures": failures,
+               "bound": {"peak_rss_mib_below": soak_module.PEAK_RSS_BOUND // soak_module.MIB,
+                         "growth_25_to_100pct_below": soak_module.GROWTH_BOUND}}
+    lost = trials - soak.terminated + (soak.rows - soak.distinct_trials) + soak.runs_left_running
+    return {"soak": record, "categories": {SOAK_ROW: {"tried": 1, "passed": int(not failures), "lost": lost,
+                                                      "failed_cases": failures}}}
+
+
+def _previous_sections(path: Path) -> dict[str, dict]:
+    """The sections of an earlier reliability.json, by name; a file from before sections were
+    kept apart is split by its rows' names and dated by its one run."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if "sections" in old:
+        return old["sections"]
+    run = {"date": old["environment"]["date"], "command": old["command"]}
+    sections: dict[str, dict] = {}
+    for name, row in old["categories"].items():
+        section = "kill loop" if name.endswith("(bench)") else "census"
+        sections.setdefault(section, {"categories": {}, "run": run})["categories"][name] = row
+    if old.get("kill_loop"):
+        sections["kill loop"]["kill_loop"] = old["kill_loop"]
+    return sections
+
+
+def _write(out_dir: Path, command: str, sections: dict[str, dict]) -> Path:
+    categories = {name: row for s in SECTIONS if s in sections for name, row in sections[s]["categories"].items()}
+    result = {"environment": environment(), "command": command, "sections": sections, "categories": categories,
+              "kill_loop": sections.get("kill loop", {}).get("kill_loop"), "soak": sections.get("soak", {}).get("soak"),
               "totals": {k: sum(c[k] for c in categories.values()) for k in ("tried", "passed", "lost")}}
     rows = [(name, c["tried"], c["passed"], c["lost"]) for name, c in categories.items()]
     rows.append(("**total**", *result["totals"].values()))
-    return write_result(out_dir, "reliability", result, rows, ("category", "tried", "passed", "lost"))
+    path = write_result(out_dir, "reliability", result, rows, ("category", "tried", "passed", "lost"))
+    with open(path, "a", encoding="utf-8") as md:
+        md.write("\n" + "\n".join(_md_runs(sections) + _md_soak(result["soak"])) + "\n")
+    return path
 
 
-def _command(kills: int, trials: int, census: bool, seed: int) -> str:
+def _md_runs(sections: dict[str, dict]) -> list[str]:
+    lines = ["Each section comes from its own run (a run redoes only the parts it was asked for; the date "
+             "above is the latest run's):", ""]
+    return lines + [f"- {s}: {sections[s]['run']['date']}, `{sections[s]['run']['command']}`"
+                    for s in SECTIONS if s in sections]
+
+
+def _md_soak(soak: dict | None) -> list[str]:
+    if not soak:
+        return []
+    rss, bound = soak["rss"], soak["bound"]
+    return ["", "## soak", "",
+            f"Quick phase 1 of {soak['trials_configured']} trials (1 epoch on 5% of the data, 2 at a time): "
+            f"exit {soak['exit_code']}, {soak['seconds']:.0f} s, {soak['rows']} rows, {soak['distinct_trials']} "
+            f"distinct trials, {soak['terminated']} TERMINATED, {soak['errored']} ERROR, "
+            f"{soak['runs_left_running']} MLflow runs left RUNNING.", "",
+            f"Driver RSS (MiB), median of 5 s from the moment: first trial done {rss.get('start_mib')}, "
+            f"25% of trials {rss.get('at_25pct')}, 50% {rss.get('at_50pct')}, 75% {rss.get('at_75pct')}, "
+            f"100% {rss.get('at_100pct')}; peak {rss.get('peak_mib')}, last sample {rss.get('last_mib')}; "
+            f"growth 25%->100% {rss.get('growth_25_to_100pct')} ({rss.get('growth_per_10_trials_mib')} MiB "
+            f"per 10 trials).", "",
+            f"Bound: peak < {bound['peak_rss_mib_below']} MiB and growth 25%->100% < "
+            f"{bound['growth_25_to_100pct_below']}: **{'pass' if not soak['failures'] else 'FAIL'}**"
+            + "".join(f"; {f}" for f in soak["failures"]) + "."]
+
+
+def _command(kills: int, trials: int, census: bool, seed: int, soak: bool = False, soak_trials: int = 100) -> str:
     return (f"clipsearch bench reliability --kills {kills} --trials {trials} --seed {seed}"
-            + ("" if census else " --no-census"))
+            + ("" if census else " --no-census") + (f" --soak --soak-trials {soak_trials}" if soak else ""))
 
 
 def run_census(repo: Path) -> list[dict]:
