@@ -367,7 +367,7 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
     1. zero-shot baselines: each tower of the space's `baselines:` (and the tuned one) ranks the
     gallery untouched; 2. a grid of one-epoch runs over learning rate x weight decay x
     temperature; 3. the best cell trained `long_epochs` epochs, keeping its best epoch, and its
-    submission {query: [top-10 gallery files]}. Score = 600 Hit@1 + 300 Hit@5 + 100 Hit@10 (of
+    submission (each query's top-10 gallery files). Score = 600 Hit@1 + 300 Hit@5 + 100 Hit@10 (of
     1000). --quick: scikit-learn's 8x8 digits as queries against a held-out MNIST gallery,
     trained on the rest of MNIST.
 
