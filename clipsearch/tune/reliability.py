@@ -191,21 +191,29 @@ def _half_written(phase_dir: Path) -> list[str]:
     return bad
 
 
-def _count_results(loop: KillLoop, results: Path) -> None:
+def phase1_outcome(results: Path) -> tuple[list[dict], list] | None:
+    """trials.csv's rows and every MLflow run of the experiment "k" a bench phase 1 wrote under
+    `results`; None when the phase never finished (no trials.csv)."""
     from ..tracking import client as tracking_client
     from .results import read_trials_csv
 
     trials_csv = results / "k" / "phase1" / "trials.csv"
     if not trials_csv.exists():
+        return None
+    client = tracking_client(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("k")
+    return read_trials_csv(trials_csv), client.search_runs([experiment.experiment_id], max_results=10000)
+
+
+def _count_results(loop: KillLoop, results: Path) -> None:
+    outcome = phase1_outcome(results)
+    if outcome is None:
         loop.notes.append("the phase never finished: no trials.csv")
         return
-    rows = read_trials_csv(trials_csv)
+    rows, runs = outcome
     ids = [r["trial_id"] for r in rows]
     loop.trials_completed = len({r["trial_id"] for r in rows if r["status"] == "TERMINATED"})
     loop.trials_repeated = len(ids) - len(set(ids))
-    client = tracking_client(f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("k")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
     loop.runs_left_running = sum(r.info.status == "RUNNING" for r in runs)
     # a run of a trial Tune never recorded (its driver died first) must be closed, not left open
     loop.killed_runs_not_closed = sum(r.data.tags.get("clipsearch.trial_id") not in (None, *ids)

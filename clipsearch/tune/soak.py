@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .reliability import SPACE, _start, kill_tree
+from .reliability import SPACE, _start, kill_tree, phase1_outcome
 
 #: the bound the soak is held to (issue 10, item 6). 3 GiB is far above a healthy driver (a
 #: few hundred MiB) yet below what 2-core CI machines can spare; 20% growth between the 25th
@@ -95,21 +95,15 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def _count(soak: Soak, results: Path) -> None:
-    from ..tracking import client as tracking_client
-    from .results import read_trials_csv
-
-    trials_csv = results / "k" / "phase1" / "trials.csv"
-    if not trials_csv.exists():
+    outcome = phase1_outcome(results)
+    if outcome is None:
         soak.notes.append("no trials.csv: the phase did not finish")
         return
-    rows = read_trials_csv(trials_csv)
+    rows, runs = outcome
     soak.rows = len(rows)
     soak.distinct_trials = len({r["trial_id"] for r in rows})
     soak.terminated = sum(r["status"] == "TERMINATED" for r in rows)
     soak.errored = sum(r["status"] == "ERROR" for r in rows)
-    client = tracking_client(f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("k")
-    runs = client.search_runs([experiment.experiment_id], max_results=10 * soak.trials_configured)
     soak.runs_left_running = sum(r.info.status == "RUNNING" for r in runs)
 
 

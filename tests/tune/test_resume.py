@@ -6,14 +6,13 @@ The kill lands just after a trial finished, the moment where Optuna's study may 
 the trial as finished while Tune's snapshot does not (tests/tune/test_searcher.py replays that
 race deterministically)."""
 
-import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from clipsearch.tune.reliability import kill_tree
 from clipsearch.tune.results import read_trials_csv
 
 from .helpers import ENV, mlflow_runs, run_cli, write_space
@@ -49,36 +48,6 @@ def wait_for(path, text, driver, timeout=300):
     raise AssertionError(f"{text!r} never appeared:\n{path.read_text()[-3000:]}")
 
 
-def descendants(pid):
-    """Process ids under `pid` (Linux /proc)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (ValueError, OSError):
-            continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def kill_driver(driver):
-    """SIGKILL the driver; its local Ray cluster goes down with it (processes that outlive it
-    briefly are ended here, by pid: they are this test's)."""
-    family = descendants(driver.pid)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    time.sleep(2)
-    for pid in family:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def test_killed_phase1_resumes_without_losing_or_repeating_trials(tmp_path):
     write_space(tmp_path, "space.yaml", SPACE)
     driver, log = start_phase1(tmp_path)
@@ -86,7 +55,7 @@ def test_killed_phase1_resumes_without_losing_or_repeating_trials(tmp_path):
         # kill once a trial has finished and others are under way
         wait_for(tmp_path / "first.log", "done after", driver)
     finally:
-        kill_driver(driver)
+        kill_tree(driver)  # the driver, then its local Ray cluster that outlives it
         log.close()
     results = tmp_path / "results"
     assert not (results / "k" / "phase1" / "trials.csv").exists()  # the phase did not finish
