@@ -283,6 +283,23 @@ def bench_tune(
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
 
 
+@bench_app.command("search")
+def bench_search(
+    name: Annotated[str, typer.Option(help="experiment the two searches run in: results/NAME/phase1..3 and "
+                                      "results/NAME/grid; an existing one is gone on with, finished phases kept")]
+    = "bench-search",
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
+) -> None:
+    """Search efficiency on the embedded task: the quick three-phase protocol (TPE + ASHA, a grid
+    of its top picks, TPE around the best) against an exhaustive grid over the same space
+    (search_spaces/bench_search/: 3 losses x 3 optimizers x 2 learning rates, 4 epochs a cell),
+    both run: the best objective each reaches and the epochs each spends. About 40 minutes on a
+    2-core CPU. Writes OUT/search.json and OUT/search.md."""
+    from .tune.bench_search import run_search_benchmark
+
+    typer.echo(str(run_search_benchmark(name=name, out_dir=out)))
+
+
 @bench_app.command("reliability")
 def bench_reliability(
     kills: Annotated[int, typer.Option(help="times the driver of a quick phase 1 is SIGKILLed (at a random "

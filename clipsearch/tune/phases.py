@@ -84,6 +84,36 @@ def run_protocol(opts: Options) -> Iterator[Outcome]:
             yield execute(prepare(phase, phase_opts))
 
 
+def grid_plan(space: SearchSpace, opts: Options, phase_dir: Path, phase: str) -> Plan:
+    """A phase that runs every cell of the space's `{grid: [...]}` axes (no earlier phase
+    feeds it): the supcon sweep, the exhaustive grid of `clipsearch bench search`."""
+    space.constants.setdefault("seed", space.base.config({}, space.path).seed)
+    space.constants.setdefault("train.threads", max(1, int(opts.cpus_per_trial)))
+    state = _common_state(phase, space, opts, phase_dir)
+    state["grid"] = {"carried": {}, "axes": space.grid_axes()}
+    _check_start(space, state)
+    return Plan(phase, phase_dir, state, resume=False)
+
+
+def resumed_plan(phase_dir: Path) -> Plan | None:
+    """A started phase's plan for --resume (a finished one comes back marked finished); None
+    when the phase never started."""
+    state = _state_if_any(phase_dir)
+    if state is None:
+        return None
+    _check_restorable(state, phase_dir)
+    return Plan(state["phase"], phase_dir, state, resume=True)
+
+
+def run_or_keep(plan: Plan) -> Outcome:
+    """Run (or go on with) the plan; a phase finished before is kept as it is."""
+    if plan.resume and plan.state.get("finished"):
+        print(f"{plan.phase}: finished before, kept", file=sys.stderr)
+        best = read_json(plan.phase_dir / BEST_JSON, "best.json", "delete the folder and start again")
+        return Outcome(plan.phase, plan.phase_dir, best, best["trials"], best["errored"], 0.0)
+    return execute(plan)
+
+
 # ------------------------------------------------------------------------------ prepare
 
 def prepare(phase: str, opts: Options) -> Plan:

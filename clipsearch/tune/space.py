@@ -78,6 +78,8 @@ PHASES = {
     # SupCon fine-tuning for retrieval (seed 000): a grid of short runs, zero-shot baselines
     # first, the best cell trained long_epochs after (see clipsearch.tune.supcon)
     "supcon_sweep": PhaseKind("supcon_sweep", "grid", extra_keys=("baselines", "long_epochs")),
+    # every cell of the file's grid axes, nothing before it (`clipsearch bench search`)
+    "grid": PhaseKind("grid", "grid"),
 }
 _COMMON_KEYS = ("base", "metric", "num_samples", "max_concurrent", "params")
 

@@ -27,10 +27,10 @@ from typing import Any
 
 from .. import tracking
 from ..errors import InputError
-from .phases import (Options, _check_options, _check_restorable, _check_start, _common_state, _overrides,
-                     _state_if_any, _storage_path)
+from .phases import (Options, _check_options, _overrides, _storage_path, grid_plan, resumed_plan,
+                     run_or_keep)
 from .results import BEST_JSON, atomic_write_text, read_json, read_trials_csv, write_json
-from .runner import Outcome, Plan, execute
+from .runner import Outcome, Plan
 from .space import SearchSpace, default_space_path, load_space
 
 PROTOCOL = "supcon"
@@ -101,13 +101,9 @@ def baseline_towers(space: SearchSpace) -> list[str]:
 # ------------------------------------------------------------------------------ plans
 
 def sweep_plan(space: SearchSpace, opts: Options, root: Path) -> Plan:
-    space.constants.setdefault("seed", space.base.config({}, space.path).seed)
-    space.constants.setdefault("train.threads", max(1, int(opts.cpus_per_trial)))
-    state = _common_state(f"{PROTOCOL}-sweep", space, opts, root / "sweep")
-    state["grid"] = {"carried": {}, "axes": space.grid_axes()}
-    state["long_epochs"] = space.long_epochs
-    _check_start(space, state)
-    return Plan(state["phase"], root / "sweep", state, resume=False)
+    plan = grid_plan(space, opts, root / "sweep", f"{PROTOCOL}-sweep")
+    plan.state["long_epochs"] = space.long_epochs
+    return plan
 
 
 def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
@@ -120,15 +116,6 @@ def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
     storage = _storage_path(opts, root / "long")
     state.update(storage_path=storage, experiment_path=f"{storage}/ray")
     return Plan(state["phase"], root / "long", state, resume=False)
-
-
-def _resumed(phase_dir: Path) -> Plan | None:
-    """A started stage's plan for --resume (a finished one is returned as finished)."""
-    state = _state_if_any(phase_dir)
-    if state is None:
-        return None
-    _check_restorable(state, phase_dir)
-    return Plan(state["phase"], phase_dir, state, resume=True)
 
 
 # ------------------------------------------------------------------------------ run
@@ -147,7 +134,7 @@ def run_supcon(opts: Options) -> SupConRun:
     if not opts.resume and root.exists():
         raise InputError(f"the supcon sweep of experiment {opts.name!r} exists already", where=str(root),
                          fix="pass --resume to continue it, or choose another --name")
-    sweep = _resumed(root / "sweep") if opts.resume else None
+    sweep = resumed_plan(root / "sweep") if opts.resume else None
     if sweep is None:
         space = load_supcon_space(opts)
         towers = baseline_towers(space)
@@ -157,20 +144,12 @@ def run_supcon(opts: Options) -> SupConRun:
     else:
         baselines = _read_csv(root / BASELINES_CSV)
     with ray_session(opts.address):
-        sweep_outcome = _run_or_keep(sweep)
-        long = (_resumed(root / "long") if opts.resume else None) or long_plan(sweep.state, opts, root)
-        long_outcome = _run_or_keep(long)
+        sweep_outcome = run_or_keep(sweep)
+        long = (resumed_plan(root / "long") if opts.resume else None) or long_plan(sweep.state, opts, root)
+        long_outcome = run_or_keep(long)
     final = finish(root, long.state)
     write_tables(root, baselines, final)
     return SupConRun(root, baselines, sweep_outcome, long_outcome, final)
-
-
-def _run_or_keep(plan: Plan) -> Outcome:
-    if plan.resume and plan.state.get("finished"):
-        print(f"{plan.phase}: finished before, kept", file=sys.stderr)
-        best = read_json(plan.phase_dir / BEST_JSON, "best.json", "delete the folder and start again")
-        return Outcome(plan.phase, plan.phase_dir, best, best["trials"], best["errored"], 0.0)
-    return execute(plan)
 
 
 def run_baselines(space: SearchSpace, towers: list[str], state: dict, root: Path) -> list[dict[str, Any]]:
