@@ -123,6 +123,29 @@ def bench_eval(
     run_eval_benchmark(queries=queries, gallery=gallery, dim=dim, rounds=rounds, out_dir=out)
 
 
+@bench_app.command("data")
+def bench_data(
+    images: Annotated[int, typer.Option(help="JPEG files (256 x 256, made from the embedded digits)")] = 2000,
+    size: Annotated[int, typer.Option(help="image side S the batches are decoded to")] = 224,
+    batch: Annotated[int, typer.Option(help="images per batch")] = 128,
+    epochs: Annotated[int, typer.Option(help="epochs per variant (the cache's first one builds it)")] = 3,
+    threads: Annotated[int, typer.Option(help="torch threads of the main process (DataLoader workers use 1); "
+                                         "1 keeps a busy machine's thread contention out of the figures")] = 1,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
+) -> None:
+    """The data path: the decoded-image cache (decode once, memory-map every later epoch) against
+    decoding every file every epoch in a DataLoader with 0 and 2 workers, on the same JPEG files:
+    the wait for each batch, seconds per epoch, images/s, the cache's one-time build and its
+    break-even in epochs, measured in one run. Writes OUT/data.json and OUT/data.md."""
+    from .bench.data_speed import run_data_benchmark
+
+    for option, value, least in (("--images", images, 1), ("--size", size, 1), ("--batch", batch, 1),
+                                 ("--epochs", epochs, 2), ("--threads", threads, 1)):
+        if value < least:
+            raise InputError(f"must be >= {least}, got {value}", where=option, fix=f"give a whole number >= {least}")
+    run_data_benchmark(images=images, size=size, batch=batch, epochs=epochs, threads=threads, out_dir=out)
+
+
 # ------------------------------------------------------------------------------ searches (clipsearch.tune)
 
 NameOpt = Annotated[str, typer.Option("--name", help="experiment name: results go to results/NAME/, MLflow experiment NAME")]
