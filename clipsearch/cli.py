@@ -306,6 +306,18 @@ def bench_tune(
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
 
 
+@bench_app.command("summary")
+def bench_summary(
+    out: Annotated[Path, typer.Option(help="the benchmarks' folder")] = Path("results/benchmarks"),
+) -> None:
+    """Rebuild OUT/README.md: every benchmark's headline figures in one table beside their
+    anchors, with the command that reruns each and the machine, versions and date it was
+    measured on (read from the benchmarks' JSON files; every bench command also rebuilds it)."""
+    from .bench.summary import write_index
+
+    typer.echo(str(write_index(out)))
+
+
 @bench_app.command("search")
 def bench_search(
     name: Annotated[str, typer.Option(help="experiment the two searches run in: results/NAME/phase1..3 and "

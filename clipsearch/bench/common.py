@@ -34,4 +34,7 @@ def write_result(out_dir: Path, name: str, result: dict, table_rows: list[tuple]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows]
     path = out_dir / f"{name}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from .summary import write_index
+
+    write_index(out_dir)  # the one table of every benchmark, kept in step with its files
     return path
