@@ -51,10 +51,18 @@ class TextBank:
         return {key: value[rows] for key, value in self.tokens.items()}
 
 
+_MEAN_255, _STD_255 = MEAN * 255.0, STD * 255.0
+
+
 def to_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S)."""
-    x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float().div_(255.0)  # a copy: memmaps are read-only
-    return (x - MEAN) / STD
+    """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S), contiguous.
+
+    (x / 255 - mean) / std computed as (x - 255 mean) / (255 std) in place on the one float
+    copy: this conversion is most of a cache-hit batch's cost on a CPU, and two passes instead
+    of five made it 2.1-2.3x faster (128 x 224 x 224 images, 1 thread; results within 2.4e-7).
+    """
+    x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).contiguous().float()  # a copy: memmaps are read-only
+    return x.sub_(_MEAN_255).div_(_STD_255)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
