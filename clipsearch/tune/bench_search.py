@@ -105,12 +105,51 @@ def grid_rank(grid_rows: list[dict], config: dict[str, Any], metric: str = "obje
     return next((i + 1 for i, r in enumerate(ordered) if r is cell), None)
 
 
-def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str, float]) -> Path:
+def grid_curves(records: list, metric: str = "objective") -> list[dict[str, Any]]:
+    """Each grid cell's searched values and its metric at every epoch, best final first."""
+    cells = [{**{k: r.config.get(k) for k in SEARCHED},
+              "curve": [row.get(metric) for row in r.history]} for r in records if r.history]
+    return sorted(cells, key=lambda c: c["curve"][-1] if c["curve"][-1] is not None else -1, reverse=True)
+
+
+def ranking_settles(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How far each epoch's ranking of the grid's cells predicts the final one: Spearman's rank
+    correlation between the metric at epoch k and at the last epoch, and the final best cell's
+    rank at epoch k. An early-stopping search can only pick well where this is high early."""
+    from scipy.stats import spearmanr
+
+    full = [c for c in cells if None not in c["curve"]]
+    if len(full) < 3:
+        return []
+    epochs = min(len(c["curve"]) for c in full)
+    final = [c["curve"][epochs - 1] for c in full]
+    best = max(range(len(full)), key=lambda i: final[i])
+    out = []
+    for k in range(epochs):
+        at_k = [c["curve"][k] for c in full]
+        rank_of_best = 1 + sum(v > at_k[best] for v in at_k)
+        out.append({"epoch": k + 1, "spearman_with_final": float(spearmanr(at_k, final).statistic),
+                    "final_best_cell_rank": rank_of_best})
+    return out
+
+
+def _grid_records(exp_dir: Path) -> list:
+    from .results import PHASE_JSON, read_json
+    from .runner import collect_records
+
+    state = read_json(exp_dir / GRID / PHASE_JSON, "the grid's phase.json", "run clipsearch bench search again")
+    return collect_records(state["experiment_path"])
+
+
+def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str, float],
+                        grid_records: list | None = None) -> Path:
     stages = {phase: stage_figures(read_trials_csv(exp_dir / phase / TRIALS_CSV)) for phase in PHASES}
     grid_rows = read_trials_csv(exp_dir / GRID / TRIALS_CSV)
     grid = stage_figures(grid_rows)
     total = compare(stages, grid)
     final_pick = stages["phase3"]["best_config"]
+    cells = grid_curves(_grid_records(exp_dir) if grid_records is None else grid_records)
+    settles = ranking_settles(cells)
     result = {
         "benchmark": "search_efficiency", "environment": environment(),
         "command": f"clipsearch bench search --name {name}",
@@ -119,6 +158,7 @@ def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str,
         "goal": f"best within {OBJECTIVE_TOLERANCE:.0%} of the grid's for at most {EPOCH_SHARE:.0%} of its epochs",
         "protocol": {**stages, "total": total}, "grid": grid,
         "protocol_pick_rank_in_grid": grid_rank(grid_rows, final_pick),
+        "grid_ranking_by_epoch": settles, "grid_cells": cells,
         "wall_seconds_this_run": {k: round(v, 1) for k, v in wall.items()},
     }
     rows = [(f"protocol {phase}", s["trials"], f"{s['epochs_spent']:.1f}", _share(s["epochs_spent"], grid),
@@ -141,6 +181,17 @@ def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str,
         f"{result['protocol_pick_rank_in_grid']} of {grid['trials']} (nearest learning rate).",
         "Epochs are counted over all training pairs (a trial's epochs x its data fraction).",
     ]
+    if settles:
+        extra += ["", "How early the grid's ranking settles (Spearman's rank correlation of each epoch's objective "
+                  "with the last epoch's, over the grid's cells; where the final best cell ranks at that epoch):", "",
+                  "| epoch | Spearman with final | final best cell's rank |", "|---|---|---|"]
+        extra += [f"| {r['epoch']} | {r['spearman_with_final']:.2f} | {r['final_best_cell_rank']} |" for r in settles]
+    if cells:
+        extra += ["", "The grid's cells, objective at each epoch:", "",
+                  "| loss | optimizer | lr | " + " | ".join(f"epoch {i + 1}" for i in range(len(cells[0]["curve"]))) + " |",
+                  "|---|---|---|" + "---|" * len(cells[0]["curve"])]
+        extra += [f"| {c['loss.name']} | {c['optimizer.name']} | {c['optimizer.lr']:g} | "
+                  + " | ".join(_num(v) for v in c["curve"]) + " |" for c in cells]
     path.write_text(path.read_text() + "\n".join(extra) + "\n", encoding="utf-8")
     return path
 

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from clipsearch.tune.bench_search import SEARCHED, SPACES, compare, grid_rank, stage_figures, write_search_result
+from clipsearch.tune.bench_search import (SEARCHED, SPACES, compare, grid_curves, grid_rank, ranking_settles,
+                                         stage_figures, write_search_result)
+from clipsearch.tune.ranking import TrialRecord
 from clipsearch.tune.results import write_trials_csv
 from clipsearch.tune.space import load_space
 
@@ -83,7 +85,8 @@ def test_the_written_table_holds_every_stage_and_the_verdict(tmp_path):
     for stage, rows in stages.items():
         (exp / stage).mkdir(parents=True)
         write_trials_csv(exp / stage / "trials.csv", [_csv_row(r) for r in rows])
-    path = write_search_result(exp, tmp_path / "out", "exp", {"protocol": 1.0, "grid": 2.0})
+    records = [_record(f"g{i}", lr, curve) for i, (lr, curve) in enumerate(((3e-3, [4, 8, 10]), (1e-2, [5, 9, 11])))]
+    path = write_search_result(exp, tmp_path / "out", "exp", {"protocol": 1.0, "grid": 2.0}, grid_records=records)
     result = json.loads((tmp_path / "out" / "search.json").read_text())
     total = result["protocol"]["total"]
     assert total["epochs_spent"] == pytest.approx(0.8 + 1.0 + 8.0)
@@ -91,5 +94,25 @@ def test_the_written_table_holds_every_stage_and_the_verdict(tmp_path):
     assert total["goal_met"] is False  # 9.8 of 8 epochs: more than a quarter
     assert result["protocol_pick_rank_in_grid"] == 1  # sogclr/adamw at 9e-3: the 1e-2 cell, the grid's best
     text = path.read_text()
-    for label in ("protocol phase1", "protocol phase3", "exhaustive grid", "**not met**"):
+    assert [c["curve"] for c in result["grid_cells"]] == [[5, 9, 11], [4, 8, 10]]
+    for label in ("protocol phase1", "protocol phase3", "exhaustive grid", "**not met**", "| sogclr | adamw | 0.01 | 5.00 |"):
         assert label in text
+
+
+def _record(trial, lr, curve, loss="sogclr", opt="adamw"):
+    return TrialRecord(trial, "TERMINATED", {"loss.name": loss, "optimizer.name": opt, "optimizer.lr": lr},
+                       [{"epoch": i + 1, "objective": v} for i, v in enumerate(curve)])
+
+
+def test_ranking_settles_measures_how_early_the_final_order_shows():
+    # cell c leads from epoch 1 on; a and b swap places after epoch 1
+    cells = grid_curves([_record("a", 1e-3, [3, 6, 9]), _record("b", 3e-3, [4, 5, 8]), _record("c", 1e-2, [5, 7, 10])])
+    assert [c["optimizer.lr"] for c in cells] == [1e-2, 1e-3, 3e-3]  # best final first
+    settles = ranking_settles(cells)
+    assert [r["epoch"] for r in settles] == [1, 2, 3]
+    assert settles[0]["spearman_with_final"] == pytest.approx(0.5)
+    assert settles[1]["spearman_with_final"] == pytest.approx(1.0) == settles[2]["spearman_with_final"]
+    assert [r["final_best_cell_rank"] for r in settles] == [1, 1, 1]
+    late = ranking_settles(grid_curves([_record("a", 1e-3, [5, 6, 7]), _record("b", 3e-3, [4, 5, 8]),
+                                        _record("c", 1e-2, [3, 4, 9])]))
+    assert [r["final_best_cell_rank"] for r in late] == [3, 3, 1]  # the final best starts last
