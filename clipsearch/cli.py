@@ -306,6 +306,33 @@ def bench_tune(
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
 
 
+@bench_app.command("gpu")
+def bench_gpu(
+    batch: Annotated[int, typer.Option(help="pairs per step (seed 001: 256)")] = 256,
+    steps: Annotated[int, typer.Option(help="timed steps (after 3 warm-up steps)")] = 20,
+    precision: Annotated[str, typer.Option(help="bf16, fp16 or fp32 (autocast)")] = "bf16",
+    device: Annotated[str, typer.Option(help="cuda, cuda:N, or cpu (slow; no share of peak)")] = "cuda",
+    size: Annotated[int, typer.Option(help="image side in pixels")] = 224,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
+) -> None:
+    """Seed 001's model at full size (ResNet-50 + DistilBERT, random weights, nothing
+    downloaded): samples/s of clipsearch's training step and the share of the GPU's peak dense
+    bf16 FLOP/s it reaches (FLOPs counted by torch). Writes OUT/gpu.json and OUT/gpu.md."""
+    import torch
+
+    from .bench.gpu_step import run_gpu_step_benchmark
+
+    for option, value in (("--batch", batch), ("--steps", steps), ("--size", size)):
+        if value < 1:
+            raise InputError(f"must be >= 1, got {value}", where=option, fix="give a whole number >= 1")
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise InputError(f"unknown precision {precision!r}", where="--precision", fix="use bf16, fp16 or fp32")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("no CUDA device on this machine", where="--device",
+                         fix="run it where a GPU is, or pass --device cpu for a slow CPU figure")
+    run_gpu_step_benchmark(batch=batch, steps=steps, precision=precision, device=device, size=size, out_dir=out)
+
+
 @bench_app.command("summary")
 def bench_summary(
     out: Annotated[Path, typer.Option(help="the benchmarks' folder")] = Path("results/benchmarks"),

@@ -97,6 +97,14 @@ def eval_figures(d: dict) -> list[Figure]:
                    _f(full["peak_extra_mb"], 0), _x(_over(full["peak_extra_mb"], ours["peak_extra_mb"])))]
 
 
+def gpu_figures(d: dict) -> list[Figure]:
+    share = d.get("share_of_peak")
+    return [Figure(f"seed 001 model step, samples/s ({d['setting']['precision']}, batch {d['setting']['batch_size']})",
+                   _f(d["samples_per_s"], 0), "the device's peak dense bf16 FLOP/s",
+                   _f(None if not d.get("peak_bf16_flops_per_s") else d["peak_bf16_flops_per_s"] / 1e12, 0, " TFLOP/s"),
+                   "-" if share is None else f"{100 * share:.1f}% of peak")]
+
+
 def reliability_figures(d: dict) -> list[Figure]:
     t = d["totals"]
     return [Figure("faults and bad inputs survived", f"{t['passed']} of {t['tried']}", "", "", f"{t['lost']} lost")]
@@ -104,7 +112,7 @@ def reliability_figures(d: dict) -> list[Figure]:
 
 EXTRACTORS: dict[str, Callable[[dict], list[Figure]]] = {
     "train": train_figures, "data": data_figures, "search": search_figures, "tune": tune_figures,
-    "eval": eval_figures, "reliability": reliability_figures,
+    "eval": eval_figures, "gpu": gpu_figures, "reliability": reliability_figures,
 }
 
 
