@@ -133,6 +133,26 @@ def ranking_settles(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def replay_phase2_at_grid_budget(phase1_rows: list[dict], cells: list[dict[str, Any]],
+                                 phase1_epochs: float) -> dict[str, Any] | None:
+    """What the protocol would reach if phase 2 ran phase 1's best optimizer (with its learning
+    rate) x every loss at the grid's budget per cell instead of its own shorter one. Those cells
+    are grid cells (same configs, same seed), so this is read off the grid's curves rather than
+    run: a replay, reported as one."""
+    ranked = [r for r in phase1_rows if r.get("best_objective") is not None]
+    if not ranked or not cells:
+        return None
+    pick = max(ranked, key=lambda r: r["best_objective"])["config"]
+    same = [c for c in cells if c["optimizer.name"] == pick.get("optimizer.name")
+            and c["optimizer.lr"] == pick.get("optimizer.lr")]
+    if not same:
+        return None
+    best = max(same, key=lambda c: max(v for v in c["curve"] if v is not None))
+    return {"optimizer.name": pick["optimizer.name"], "optimizer.lr": pick["optimizer.lr"], "cells": len(same),
+            "best": max(v for v in best["curve"] if v is not None), "best_loss": best["loss.name"],
+            "epochs_spent": phase1_epochs + sum(len(c["curve"]) for c in same)}
+
+
 def _grid_records(exp_dir: Path) -> list:
     from .results import PHASE_JSON, read_json
     from .runner import collect_records
@@ -150,6 +170,8 @@ def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str,
     final_pick = stages["phase3"]["best_config"]
     cells = grid_curves(_grid_records(exp_dir) if grid_records is None else grid_records)
     settles = ranking_settles(cells)
+    replay = replay_phase2_at_grid_budget(read_trials_csv(exp_dir / "phase1" / TRIALS_CSV), cells,
+                                          stages["phase1"]["epochs_spent"])
     result = {
         "benchmark": "search_efficiency", "environment": environment(),
         "command": f"clipsearch bench search --name {name}",
@@ -159,6 +181,7 @@ def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str,
         "protocol": {**stages, "total": total}, "grid": grid,
         "protocol_pick_rank_in_grid": grid_rank(grid_rows, final_pick),
         "grid_ranking_by_epoch": settles, "grid_cells": cells,
+        "replay_phase2_at_grid_budget": replay,
         "wall_seconds_this_run": {k: round(v, 1) for k, v in wall.items()},
     }
     rows = [(f"protocol {phase}", s["trials"], f"{s['epochs_spent']:.1f}", _share(s["epochs_spent"], grid),
@@ -181,6 +204,12 @@ def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str,
         f"{result['protocol_pick_rank_in_grid']} of {grid['trials']} (nearest learning rate).",
         "Epochs are counted over all training pairs (a trial's epochs x its data fraction).",
     ]
+    if replay:
+        extra += ["", f"Replayed from the grid's curves, not run: had phase 2 trained phase 1's best optimizer "
+                  f"({replay['optimizer.name']}, lr {replay['optimizer.lr']:g}) x the {replay['cells']} losses at the "
+                  f"grid's budget per cell (those are grid cells), the protocol would have reached "
+                  f"{_num(replay['best'])} ({replay['best_loss']}) for {replay['epochs_spent']:.1f} epochs "
+                  f"({_share(replay['epochs_spent'], grid)} of the grid's)."]
     if settles:
         extra += ["", "How early the grid's ranking settles (Spearman's rank correlation of each epoch's objective "
                   "with the last epoch's, over the grid's cells; where the final best cell ranks at that epoch):", "",

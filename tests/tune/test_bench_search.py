@@ -6,7 +6,7 @@ import json
 import pytest
 
 from clipsearch.tune.bench_search import (SEARCHED, SPACES, compare, grid_curves, grid_rank, ranking_settles,
-                                         stage_figures, write_search_result)
+                                         replay_phase2_at_grid_budget, stage_figures, write_search_result)
 from clipsearch.tune.ranking import TrialRecord
 from clipsearch.tune.results import write_trials_csv
 from clipsearch.tune.space import load_space
@@ -116,3 +116,14 @@ def test_ranking_settles_measures_how_early_the_final_order_shows():
     late = ranking_settles(grid_curves([_record("a", 1e-3, [5, 6, 7]), _record("b", 3e-3, [4, 5, 8]),
                                         _record("c", 1e-2, [3, 4, 9])]))
     assert [r["final_best_cell_rank"] for r in late] == [3, 3, 1]  # the final best starts last
+
+
+def test_the_replay_reads_phase1s_pick_off_the_grids_curves():
+    phase1 = [_row("a", 0.2, 3, 4.2, opt="adamw", lr=3e-3), _row("b", 0.2, 1, 3.0, opt="momentum", lr=1e-2)]
+    cells = grid_curves([_record("g1", 3e-3, [4, 7, 14]), _record("g2", 3e-3, [4, 6, 22], loss="isogclr_v2"),
+                         _record("g3", 1e-2, [5, 9, 30]), _record("g4", 1e-2, [6, 7, 8], opt="momentum")])
+    replay = replay_phase2_at_grid_budget(phase1, cells, phase1_epochs=3.0)
+    # adamw at 3e-3 (phase 1's best), every loss: g1 and g2; not g3 (another lr) nor g4
+    assert replay["cells"] == 2 and replay["best"] == 22 and replay["best_loss"] == "isogclr_v2"
+    assert replay["epochs_spent"] == 3.0 + 2 * 3
+    assert replay_phase2_at_grid_budget([], cells, 0.0) is None
