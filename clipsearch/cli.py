@@ -355,8 +355,8 @@ def bench_search(
     """Search efficiency on the embedded task: the quick three-phase protocol (TPE + ASHA, a grid
     of its top picks, TPE around the best) against an exhaustive grid over the same space
     (search_spaces/bench_search/: 3 losses x 3 optimizers x 2 learning rates, 4 epochs a cell),
-    both run: the best objective each reaches and the epochs each spends. About 40 minutes on a
-    2-core CPU. Writes OUT/search.json and OUT/search.md."""
+    both run: the best objective each reaches and the epochs each spends. About 80 minutes on a
+    shared 2-core CPU (the protocol 23, the grid 58). Writes OUT/search.json and OUT/search.md."""
     from .tune.bench_search import run_search_benchmark
 
     typer.echo(str(run_search_benchmark(name=name, out_dir=out)))

@@ -182,7 +182,7 @@ def write_search_result(exp_dir: Path, out_dir: Path, name: str, wall: dict[str,
         "protocol_pick_rank_in_grid": grid_rank(grid_rows, final_pick),
         "grid_ranking_by_epoch": settles, "grid_cells": cells,
         "replay_phase2_at_grid_budget": replay,
-        "wall_seconds_this_run": {k: round(v, 1) for k, v in wall.items()},
+        "wall_seconds_of_this_invocation": {k: round(v, 1) for k, v in wall.items()},
     }
     rows = [(f"protocol {phase}", s["trials"], f"{s['epochs_spent']:.1f}", _share(s["epochs_spent"], grid),
              _num(s["best"]), _num(s["trial_seconds"], 0)) for phase, s in stages.items()]
