@@ -119,6 +119,9 @@ def serve(services: list[Service], notes: list[str]) -> int:
     """Start every service, print its URL once it answers, wait for Ctrl-C or SIGTERM (exit 0)
     or for a child to die (exit 1); the children are stopped in every case."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Ctrl-C raises KeyboardInterrupt even when clipsearch was started with SIGINT ignored (as
+    # `cmd &` in a script without job control starts it): otherwise it could not be stopped so
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     procs: list[subprocess.Popen] = []
     try:
         for service in services:
@@ -135,6 +138,7 @@ def serve(services: list[Service], notes: list[str]) -> int:
     finally:
         _stop_all(procs)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _raise_stop(_signum, _frame) -> None:
