@@ -22,8 +22,7 @@ import pytest
 from clipsearch.ui import STOP_TIMEOUT_S
 from tests.tune.helpers import ENV, run_cli
 
-# the children get STOP_TIMEOUT_S to stop before SIGKILL; the rest is for a 2-core machine under load
-# (30 s in all was once too short there while other work ran beside the tests)
+# the children get STOP_TIMEOUT_S to stop before SIGKILL; the rest is margin for a busy 2-core machine
 STOPPED_WITHIN_S = STOP_TIMEOUT_S + 45
 
 
