@@ -41,6 +41,13 @@ def _err(message: str) -> None:
     typer.echo(f"clipsearch: error: {message}", err=True)
 
 
+def _check_at_least(*checks: tuple[str, int, int]) -> None:
+    """(option, value, least) for each whole-number option; the first below its least is bad input."""
+    for option, value, least in checks:
+        if value < least:
+            raise InputError(f"must be >= {least}, got {value}", where=option, fix=f"give a whole number >= {least}")
+
+
 def _print_epoch(metrics: dict, _checkpoint) -> None:
     shown = {k: metrics[k] for k in ("epoch", "train_loss", "tr1", "ir1", "acc1", "objective") if k in metrics}
     typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()), err=True)
@@ -116,10 +123,7 @@ def bench_eval(
     memory of each, measured in one run. Writes OUT/eval.json and OUT/eval.md."""
     from .bench.eval_speed import run_eval_benchmark
 
-    for option, value in (("--queries", queries), ("--gallery", gallery), ("--dim", dim), ("--rounds", rounds)):
-        if value < 1:
-            _err(f"{option}: must be >= 1, got {value}; fix: give a whole number >= 1")
-            raise typer.Exit(code=2)
+    _check_at_least(("--queries", queries, 1), ("--gallery", gallery, 1), ("--dim", dim, 1), ("--rounds", rounds, 1))
     run_eval_benchmark(queries=queries, gallery=gallery, dim=dim, rounds=rounds, out_dir=out)
 
 
@@ -139,10 +143,8 @@ def bench_data(
     break-even in epochs, measured in one run. Writes OUT/data.json and OUT/data.md."""
     from .bench.data_speed import run_data_benchmark
 
-    for option, value, least in (("--images", images, 1), ("--size", size, 1), ("--batch", batch, 1),
-                                 ("--epochs", epochs, 2), ("--threads", threads, 1)):
-        if value < least:
-            raise InputError(f"must be >= {least}, got {value}", where=option, fix=f"give a whole number >= {least}")
+    _check_at_least(("--images", images, 1), ("--size", size, 1), ("--batch", batch, 1), ("--epochs", epochs, 2),
+                    ("--threads", threads, 1))
     run_data_benchmark(images=images, size=size, batch=batch, epochs=epochs, threads=threads, out_dir=out)
 
 
@@ -322,9 +324,7 @@ def bench_gpu(
 
     from .bench.gpu_step import run_gpu_step_benchmark
 
-    for option, value in (("--batch", batch), ("--steps", steps), ("--size", size)):
-        if value < 1:
-            raise InputError(f"must be >= 1, got {value}", where=option, fix="give a whole number >= 1")
+    _check_at_least(("--batch", batch, 1), ("--steps", steps, 1), ("--size", size, 1))
     if precision not in ("bf16", "fp16", "fp32"):
         raise InputError(f"unknown precision {precision!r}", where="--precision", fix="use bf16, fp16 or fp32")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -383,9 +383,7 @@ def bench_reliability(
     kept from the previous file, each dated by its own run (soak only: --no-census --kills 0 --soak)."""
     from .bench.reliability import run_reliability_benchmark
 
-    for option, value, least in (("--kills", kills, 0), ("--trials", trials, 1), ("--soak-trials", soak_trials, 4)):
-        if value < least:
-            raise InputError(f"must be >= {least}, got {value}", where=option, fix=f"give a whole number >= {least}")
+    _check_at_least(("--kills", kills, 0), ("--trials", trials, 1), ("--soak-trials", soak_trials, 4))
     typer.echo(str(run_reliability_benchmark(out, kills=kills, trials=trials, census=census, seed=seed,
                                              soak=soak, soak_trials=soak_trials)))
 
