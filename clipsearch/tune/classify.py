@@ -1,9 +1,10 @@
 """The classification protocol (protocols.md C, seed 002): supervised vs SimCLR vs SupCon.
 
 Each method is a search of its own (a `classify` PhaseKind plan run by `runner.execute`: Optuna
-TPE, ASHA on the kNN accuracy of the validation split, MLflow parent/child runs, trials.csv and
-best.json under results/EXP/classify/METHOD/). The space file holds the params every method
-shares and, under `methods:`, each method's own:
+TPE, or the file's `sampler:` (one block for every method, the start-up trials sized to each
+method's num_samples), ASHA on the kNN accuracy of the validation split, MLflow parent/child
+runs, trials.csv and best.json under results/EXP/classify/METHOD/). The space file holds the
+params every method shares and, under `methods:`, each method's own:
 
     base: quick
     metric: objective                                   # knn_acc1; ce: val_acc1
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .phases import Options, _check_options, _check_start, _common_state, _overrides
+from .phases import Options, _check_options, _check_start, _common_state, _overrides, optuna_state, startup_warning_of
 from .results import atomic_write_text, write_json
 from .runner import Outcome, Plan, execute
 from .space import OptunaSpace, SearchSpace, default_space_path, space_from_doc
@@ -119,7 +120,10 @@ def prepare_classify(opts: Options, methods: list[str] | None = None) -> list[Pl
                          fix="choose another --name")
     path = opts.space or default_space_path(PROTOCOL, opts.quick, opts.spaces_dir)
     spaces = load_classify_spaces(path, _overrides(opts), methods)
-    return [_plan(method, space, opts, root / method) for method, space in spaces.items()]
+    plans = [_plan(method, space, opts, root / method) for method, space in spaces.items()]
+    for message in filter(None, (startup_warning_of(plan.state) for plan in plans)):
+        print(message, file=sys.stderr)  # after every method's checks: a bad input stays one line
+    return plans
 
 
 def _plan(method: str, space: SearchSpace, opts: Options, method_dir: Path) -> Plan:
@@ -128,7 +132,7 @@ def _plan(method: str, space: SearchSpace, opts: Options, method_dir: Path) -> P
     if opts.num_samples:
         space.num_samples = opts.num_samples
     state = _common_state(f"{PROTOCOL}-{method}", space, opts, method_dir)
-    state.update(asha=space.asha, method=method)
+    state.update(asha=space.asha, method=method, **optuna_state(space))
     _check_start(space, state)
     _check_data(space)
     return Plan(state["phase"], method_dir, state, resume=False,

@@ -1,10 +1,11 @@
 """The three phases of the CLIP protocol (docs: protocols.md A) on Ray Tune, and the protocol.
 
-- phase 1: Optuna TPE (define-by-run, its study in results/EXP/phase1/optuna.db) with ASHA
-  early stopping, at most max_concurrent trials at a time.
+- phase 1: Optuna (TPE unless the file's `sampler:` says otherwise; define-by-run, its study in
+  results/EXP/phase1/optuna.db) with ASHA early stopping, at most max_concurrent trials at a
+  time.
 - phase 2: a grid (tune.grid_search): phase 1's top optimizers, each with the hyperparameters
   of its best trial, x the losses, each with those of its best trial, x any grid in the file.
-- phase 3: Optuna TPE around phase 2's best (its loss and optimizer fixed, `relative: true`
+- phase 3: Optuna around phase 2's best (its loss and optimizer fixed, `relative: true`
   ranges centred on its values), long runs; each trial keeps its best epoch.
 
 Each phase is `prepare` (here: every check, nothing written, no Ray: a bad input is an
@@ -28,7 +29,8 @@ from ..errors import InputError
 from .ranking import carried_from_best, phase2_axes
 from .results import BEST_JSON, PHASE_JSON, TRIALS_CSV, ranked_rows, read_json, read_trials_csv
 from .runner import EXPERIMENT_DIR, Outcome, Plan, execute
-from .space import OptunaSpace, SearchSpace, default_space_path, load_space, resolve_relative
+from .space import (OptunaSpace, SearchSpace, default_space_path, load_space, resolve_relative,
+                    sampler_settings, startup_warning)
 
 PHASES = ("phase1", "phase2", "phase3")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -140,15 +142,35 @@ def prepare(phase: str, opts: Options) -> Plan:
     optuna_space = None
     if phase == "phase1":
         optuna_space = OptunaSpace(space.params, space.constants)
-        state["asha"] = space.asha
+        state.update(asha=space.asha, **optuna_state(space))
     elif phase == "phase2":
         state["grid"] = _phase2_grid(space, phase_dir.parent)
     else:
         carried, space = _phase3_start(space, phase_dir.parent)
-        state["carried"] = carried
         optuna_space = OptunaSpace(space.params, {**carried, **space.constants})
+        state.update(carried=carried, **optuna_state(space))
     _check_start(space, state)
+    # printed once every check has passed: a bad input stays one line on stderr
+    message = startup_warning_of(state)
+    if message:
+        print(message, file=sys.stderr)
     return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space)
+
+
+def optuna_state(space: SearchSpace, points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the runner builds an Optuna search from (phase.json keeps it): the sampler, with
+    clipsearch's defaults filled in and the start-up trials sized to the final num_samples, and
+    the points the study runs first (phase 3: phase 2's best)."""
+    return {"sampler": sampler_settings(space.sampler, space.num_samples), "points": list(points or [])}
+
+
+def startup_warning_of(state: dict[str, Any]) -> str | None:
+    """The warning line of an Optuna phase whose trials would be half or more random start-up
+    draws, else None (and for the grid phases)."""
+    if "sampler" not in state:
+        return None
+    return startup_warning(state["sampler"], state["num_samples"], state["max_concurrent"],
+                           len(state["points"]), state["phase"])
 
 
 def _check_restorable(state: dict, phase_dir: Path) -> None:

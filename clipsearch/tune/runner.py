@@ -20,7 +20,7 @@ from .. import tracking
 from ..config import flatten
 from .ranking import TrialRecord, rank_trials
 from .results import BEST_JSON, PHASE_JSON, TRIALS_CSV, best_summary, trial_rows, write_json, write_trials_csv
-from .space import Base, OptunaSpace, resolved_flat
+from .space import Base, OptunaSpace, optuna_sampler, resolved_flat
 
 EXPERIMENT_DIR = "ray"  # Ray Tune's own experiment folder inside the phase's storage path
 
@@ -94,6 +94,7 @@ def execute(plan: Plan) -> Outcome:
 def _parent_params(state: dict) -> dict[str, Any]:
     keep = ("space", "metric", "num_samples", "max_concurrent", "seed", "max_failures", "storage_path")
     return {**{k: state[k] for k in keep}, "base": state["base"]["name"],
+            **{f"sampler.{k}": v for k, v in state.get("sampler", {}).items()},
             **{f"const.{k}": v for k, v in state["constants"].items()}}
 
 
@@ -160,9 +161,10 @@ def _optuna_search(plan: Plan):
     state = plan.state
     # the study lives beside the phase's files so it survives a restart of the driver
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / 'optuna.db'}")
+    # a resumed phase's searcher (sampler and study included) comes back from Tune's snapshot,
+    # not through this
     return ResumableOptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
-                                 study_name=_study_name(state),
-                                 sampler=optuna.samplers.TPESampler(seed=state["seed"]))
+                                 study_name=_study_name(state), sampler=optuna_sampler(state["sampler"], state["seed"]))
 
 
 def _study_name(state: dict) -> str:

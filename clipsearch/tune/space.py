@@ -8,6 +8,7 @@ the parameters:
     num_samples: 24           # trials (phase 2: repeats of the grid)
     max_concurrent: 2
     asha: {grace_period: 1, reduction_factor: 2}    # phase 1 only; max_t = train.epochs
+    sampler: {kind: tpe, n_startup_trials: 3}       # the Optuna phases (1, 3, classify) only
     top_optimizers: 3                               # phase 2 only
     params:
       loss.name: {choice: [sogclr, isogclr]}
@@ -20,6 +21,16 @@ Distributions: uniform [low, high], loguniform [low, high] (low > 0), int [low, 
 (inclusive), choice [...], grid [...]. `when: {param: [values]}` makes a parameter exist only
 in trials where `param` takes one of `values`. `relative: true` (phase 3) reads the bounds as
 factors of the value phase 2's best trial ran with. Keys are dotted config keys.
+
+`sampler:` (phases 1, 3 and classify; optional) picks Optuna's sampler, seeded with the phase's
+seed: `kind: tpe` (the default; options n_startup_trials, multivariate (true), group (follows
+multivariate), constant_liar (true), n_ei_candidates), `kind: gp` (n_startup_trials) or
+`kind: random` (no options). `kind: grid` is refused: Optuna's GridSampler needs every
+parameter as a finite list before the first trial, and these spaces are define-by-run (ranges,
+`when:`); a grid is phase 2's. n_startup_trials, the random trials before the model, defaults
+to max(2, min(10, num_samples // 4)) of the phase's final num_samples (--num-samples resizes it
+unless the file sets it); a phase whose trials would be half or more random start-up draws
+prints a warning when it is prepared (startup_warning).
 
 Every problem raises `InputError` naming the file, the key and the fix. Beyond the format, the
 parameters are checked against the config and the registries by building the config of
@@ -69,12 +80,13 @@ class PhaseKind:
 
 
 PHASES = {
-    "phase1": PhaseKind("phase1", "optuna", extra_keys=("asha",)),
+    "phase1": PhaseKind("phase1", "optuna", extra_keys=("asha", "sampler")),
     "phase2": PhaseKind("phase2", "grid", extra_keys=("top_optimizers",), provided=("optimizer.name",)),
-    "phase3": PhaseKind("phase3", "optuna", provided=("loss.name", "optimizer.name"), relative=True),
+    "phase3": PhaseKind("phase3", "optuna", extra_keys=("sampler",), provided=("loss.name", "optimizer.name"),
+                        relative=True),
     # the classification protocol (seed 002): one Optuna + ASHA search per method, each method's
     # space = the file's common params + its own (see clipsearch.tune.classify)
-    "classify": PhaseKind("classify", "optuna", extra_keys=("asha", "methods")),
+    "classify": PhaseKind("classify", "optuna", extra_keys=("asha", "methods", "sampler")),
     # SupCon fine-tuning for retrieval (seed 000): a grid of short runs, zero-shot baselines
     # first, the best cell trained long_epochs after (see clipsearch.tune.supcon)
     "supcon_sweep": PhaseKind("supcon_sweep", "grid", extra_keys=("baselines", "long_epochs")),
@@ -157,6 +169,7 @@ class SearchSpace:
     constants: dict[str, Any]
     params: list[Param]                # in an order where every `when` target comes first
     asha: dict[str, int] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=dict)  # Optuna phases: the file's block, kind filled in
     top_optimizers: int = 3
     baselines: list[str] = field(default_factory=list)   # supcon_sweep: towers ranked zero-shot
     long_epochs: int = 1                                   # supcon_sweep: epochs of the best cell
@@ -192,6 +205,105 @@ class OptunaSpace:
         # Ray merges these over the suggested values into the trial's config: a drawn value
         # must win over the value it was centred on
         return {k: v for k, v in self.constants.items() if k not in values}
+
+
+# ------------------------------------------------------------------------------ the sampler
+
+@dataclass(frozen=True)
+class SamplerKind:
+    """A `sampler: {kind: ...}` of an Optuna phase: the Optuna class, the options a file may set
+    (name -> type) and the defaults clipsearch gives them. A kind with n_startup_trials models
+    the results (after that many random trials); the others draw at random."""
+
+    name: str
+    cls: str                                           # in optuna.samplers
+    options: dict[str, type] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_based(self) -> bool:
+        return "n_startup_trials" in self.options
+
+
+SAMPLERS = {
+    # multivariate: one density over the parameters together, so that TPE can learn that a good
+    # learning rate depends on the optimizer (Optuna 5's default too, written out so that
+    # phase.json says what ran); group (follows multivariate unless set): the spaces are
+    # define-by-run with `when:` parameters, and without it multivariate TPE models only the
+    # parameters every trial has and draws the conditional ones independently; constant_liar:
+    # with max_concurrent > 1, running trials count as bad results, so that trials started
+    # together are not drawn from the same posterior to nearly the same point
+    "tpe": SamplerKind("tpe", "TPESampler", {"n_startup_trials": int, "multivariate": bool, "group": bool,
+                                             "constant_liar": bool, "n_ei_candidates": int},
+                       {"multivariate": True, "constant_liar": True}),
+    # a Gaussian process: it models COMPLETE trials only (not the trials ASHA stops, told PRUNED)
+    # and draws `when:` parameters at random: for searches like phase 3 (no ASHA, conditions fixed)
+    "gp": SamplerKind("gp", "GPSampler", {"n_startup_trials": int}),
+    "random": SamplerKind("random", "RandomSampler"),
+}
+_SAMPLER_EXAMPLE = "`sampler: {kind: tpe, n_startup_trials: 3}`"
+
+
+def default_startup_trials(num_samples: int) -> int:
+    """The random trials a model-based sampler starts with when the file does not say.
+
+    TPE splits the results into a better and a worse group, so it needs at least one of each (2)
+    before its densities mean anything; beyond that a model-based draw is worth more than a
+    random one, so a quarter of the budget explores at random, never more than Optuna's own 10
+    (a larger budget gains nothing from more random trials). 12 trials: 3 random, 9 modelled
+    (Optuna's 10 would leave 2); 4 trials: 2 and 2.
+    """
+    return max(2, min(10, num_samples // 4))
+
+
+def sampler_settings(block: dict[str, Any], num_samples: int) -> dict[str, Any]:
+    """The sampler a phase runs, clipsearch's defaults filled in (what phase.json keeps): the file's
+    `sampler:` block over the kind's defaults, n_startup_trials sized to `num_samples` (the
+    final one, after --num-samples) unless the block sets it."""
+    info = SAMPLERS[block.get("kind", "tpe")]
+    settings = {**info.defaults, **block, "kind": info.name}
+    if "group" in info.options:
+        settings.setdefault("group", settings["multivariate"])  # group needs the multivariate TPE
+    if info.model_based:
+        settings.setdefault("n_startup_trials", default_startup_trials(num_samples))
+    return settings
+
+
+def optuna_sampler(settings: dict[str, Any], seed: int):
+    """The Optuna sampler of sampler_settings' `settings`, seeded with the phase's seed."""
+    import warnings
+
+    import optuna
+
+    options = {k: v for k, v in settings.items() if k != "kind"}
+    with warnings.catch_warnings():
+        # TPE's `group` is marked experimental: the warning, once per phase, would say only that
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return getattr(optuna.samplers, SAMPLERS[settings["kind"]].cls)(seed=seed, **options)
+
+
+def random_start_trials(settings: dict[str, Any], num_samples: int, max_concurrent: int, enqueued: int = 0) -> int:
+    """How many of a phase's trials a model-based sampler draws at random: those started before
+    n_startup_trials results are in (the first max_concurrent start together, then one as each
+    ends), less the enqueued points, which come first."""
+    startup = settings.get("n_startup_trials", 0)
+    before_model = min(num_samples, startup + max_concurrent - 1) if startup else 0
+    return max(0, before_model - enqueued)
+
+
+def startup_warning(settings: dict[str, Any], num_samples: int, max_concurrent: int, enqueued: int = 0,
+                    phase: str = "this phase") -> str | None:
+    """One line when half or more of a model-based phase's trials would be random start-up
+    draws (it would be Bayesian in name only), else None."""
+    if not SAMPLERS[settings["kind"]].model_based:
+        return None
+    random = random_start_trials(settings, num_samples, max_concurrent, enqueued)
+    if 2 * random < num_samples:
+        return None
+    return (f"warning: {phase}: {random} of its {num_samples} trials are random start-up draws "
+            f"({settings['kind']} models the results after n_startup_trials={settings['n_startup_trials']}, "
+            f"{max_concurrent} trial(s) at a time), so at least half of this Bayesian search is random; "
+            f"raise num_samples, or lower sampler.n_startup_trials or max_concurrent in the space file")
 
 
 # ------------------------------------------------------------------------------ trial configs
@@ -274,6 +386,8 @@ def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dic
     check_against_config(space, provided=_provided_values(kind))
     if "asha" in kind.extra_keys:
         space.asha = _asha(doc.get("asha", {}), space, where)
+    if "sampler" in kind.extra_keys:
+        space.sampler = _sampler(doc.get("sampler", {}), f"{where}: sampler")
     if "baselines" in kind.extra_keys:
         space.baselines = _tower_list(doc.get("baselines", []), f"{where}: baselines")
         space.long_epochs = _positive_int(doc, "long_epochs", 1, where)
@@ -352,6 +466,46 @@ def _asha(doc: Any, space: SearchSpace, where: str) -> dict[str, int]:
         raise InputError(f"grace_period {grace} exceeds train.epochs {epochs}", where=f"{where}: asha.grace_period",
                          fix=f"use a grace_period <= {epochs}")
     return {"grace_period": grace, "reduction_factor": factor, "max_t": epochs}
+
+
+def _sampler(doc: Any, where: str) -> dict[str, Any]:
+    """The file's `sampler:` block, checked: its kind and the options it sets (the defaults are
+    filled in by sampler_settings once the phase's final num_samples is known)."""
+    if not isinstance(doc, dict):
+        raise InputError(f"sampler must be a mapping, got {doc!r}", where=where, fix=f"write {_SAMPLER_EXAMPLE}")
+    kind = doc.get("kind", "tpe")
+    if kind == "grid":
+        raise InputError("kind grid cannot drive a Bayesian phase: Optuna's GridSampler needs every parameter "
+                         "as a finite list known before the first trial, and this space is drawn define-by-run "
+                         "(ranges, `when:` parameters)", where=f"{where}.kind",
+                         fix="use tpe, gp or random; an exhaustive grid is a grid phase's "
+                             "(phase 2, or a `grid` space with {grid: [...]} parameters)")
+    if kind not in SAMPLERS:
+        raise InputError(f"unknown sampler kind {kind!r}", where=f"{where}.kind",
+                         fix=f"use one of: {', '.join(SAMPLERS)}")
+    info = SAMPLERS[kind]
+    for key, value in doc.items():
+        if key != "kind":
+            _check_sampler_option(info, str(key), value, f"{where}.{key}")
+    if doc.get("group") is True and doc.get("multivariate") is False:
+        raise InputError("group needs the multivariate TPE", where=f"{where}.group",
+                         fix="drop multivariate: false, or set group: false")
+    return {**doc, "kind": kind}
+
+
+def _check_sampler_option(info: SamplerKind, key: str, value: Any, at: str) -> None:
+    if key not in info.options:
+        takes = f"{info.name} takes: {', '.join(info.options)}" if info.options else f"{info.name} takes no options"
+        seed = "; its seed is the phase's (--seed, or seed in params)" if key == "seed" else ""
+        raise InputError(f"unknown {info.name} sampler option {key!r}", where=at, fix=takes + seed)
+    if info.options[key] is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{key} must be true or false, got {value!r}", where=at, fix=f"write `{key}: true`")
+        return
+    low = 0 if key == "n_startup_trials" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{key} must be a whole number >= {low}, got {value!r}", where=at,
+                         fix=f"write e.g. `{key}: {24 if key == 'n_ei_candidates' else 3}`")
 
 
 def _parse_param(key: str, spec: Any, kind: PhaseKind, where: str) -> Param | Any:
