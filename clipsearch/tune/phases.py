@@ -2,7 +2,7 @@
 
 - phase 1: Optuna (TPE unless the file's `sampler:` says otherwise; define-by-run, its study in
   results/EXP/phase1/optuna.db) with ASHA early stopping, at most max_concurrent trials at a
-  time.
+  time; the trials ASHA stops are told to Optuna as PRUNED (clipsearch.tune.searcher).
 - phase 2: a grid (tune.grid_search): phase 1's top optimizers, each with the hyperparameters
   of its best trial, x the losses, each with those of its best trial, x any grid in the file.
 - phase 3: Optuna around phase 2's best (its loss and optimizer fixed, `relative: true`

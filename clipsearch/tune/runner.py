@@ -164,7 +164,8 @@ def _optuna_search(plan: Plan):
     # a resumed phase's searcher (sampler and study included) comes back from Tune's snapshot,
     # not through this
     return ResumableOptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
-                                 study_name=_study_name(state), sampler=optuna_sampler(state["sampler"], state["seed"]))
+                                 study_name=_study_name(state), sampler=optuna_sampler(state["sampler"], state["seed"]),
+                                 max_epochs=_epochs(state))
 
 
 def _study_name(state: dict) -> str:

@@ -1,4 +1,5 @@
-"""Ray Tune's OptunaSearch, made safe against a driver killed at the wrong moment.
+"""Ray Tune's OptunaSearch, made safe against a driver killed at the wrong moment, and honest
+about the trials ASHA stops.
 
 Two records of the same search are written at different times: Optuna writes every result
 and every `tell` to its study (results/EXP/PHASE/optuna.db) at once, while Tune snapshots its
@@ -9,26 +10,77 @@ next epoch to the finished Optuna trial, which raises `UpdateFinishedTrialError`
 whole resumed phase. Ray's OptunaSearch has no hook for this, so clipsearch overrides the two
 callbacks: a trial that Optuna already finished keeps the value it was told, and the resumed
 run's reports are not told again.
+
+The stock searcher also tells Optuna every trial that ends without an error as COMPLETE, a
+trial ASHA stopped after its first epoch included, with that epoch's value: TPE then models a
+1-epoch score as if it were a finished run's. Given the trials' budget (`max_epochs`, the
+phase's train.epochs), a trial that ends before it is told PRUNED, with the values of the
+epochs it ran; TPE ranks pruned trials by the last epoch they reached, then by the value
+there, below every complete one: the order of clipsearch's ranking (tune/ranking.py). Each
+epoch is reported at step = its epoch (not training_iteration, which a restored trial may
+count differently).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+
+from optuna.trial import TrialState
+from ray.air.constants import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
 
 
 class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch whose result and completion callbacks skip trials the study already finished."""
+    """OptunaSearch whose result and completion callbacks skip trials the study already
+    finished, and which tells a trial stopped before `max_epochs` PRUNED.
+
+    max_epochs: the epochs every trial is given (None: no trial is judged early-stopped).
+    The other arguments are OptunaSearch's; `points_to_evaluate` (phase 3: phase 2's best) are
+    enqueued in the study when it is created, and are its first trials.
+    """
+
+    _max_epochs: int | None = None  # a class default: a searcher pickled before it existed restores too
+
+    def __init__(self, *args, max_epochs: int | None = None, **kwargs):
+        self._max_epochs = max_epochs
+        super().__init__(*args, **kwargs)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self._finished_in_study(trial_id):
             return
-        super().on_trial_result(trial_id, result)
+        super().on_trial_result(trial_id, {**result, TRAINING_ITERATION: _epoch(result)})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._finished_in_study(trial_id):
             self._completed_trials.add(trial_id)
             return
-        super().on_trial_complete(trial_id, result, error)
+        value = (result or {}).get(self.metric)
+        if error or value is None or trial_id in self._completed_trials or isinstance(self.metric, list):
+            # FAIL, PRUNED without a result, or Ray's warning about a second completion
+            super().on_trial_complete(trial_id, result, error)
+            return
+        ot_trial = self._ot_trials[trial_id]
+        epoch = _epoch(result)
+        # Tune hands the result that ends a trial (ASHA's stop, the budget's last epoch) to
+        # on_trial_complete only: without this, the study would miss the trial's last epoch
+        if epoch not in self._stored(ot_trial).intermediate_values:
+            ot_trial.report(value, epoch)
+        if self._max_epochs is not None and epoch < self._max_epochs:
+            # Optuna makes the last reported value a pruned trial's value
+            self._tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            # no state: Optuna tells a non-finite value FAIL rather than COMPLETE
+            self._tell(ot_trial, _best(self._stored(ot_trial).intermediate_values.values(), value))
+        self._completed_trials.add(trial_id)
+
+    def _tell(self, ot_trial, value: float | None = None, state: TrialState | None = None) -> None:
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # as OptunaSearch does: a searcher's callback must not end the phase
+            logger.warning(exc)
 
     def _finished_in_study(self, trial_id: str) -> bool:
         """True when the Optuna trial behind this Tune trial is finished in the study's storage
@@ -36,7 +88,23 @@ class ResumableOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None:
             return False
+        return self._stored(ot_trial).state.is_finished()
+
+    def _stored(self, ot_trial):
         # Trial objects carry no public handle on their stored state; the study's storage is the
         # authority a restored searcher must ask.
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        return stored.state.is_finished()
+        return self._ot_study._storage.get_trial(ot_trial._trial_id)
+
+
+def _epoch(result: dict) -> int:
+    """The epoch train() reports with every result (training_iteration where a result has none)."""
+    return int(result.get("epoch", result[TRAINING_ITERATION]))
+
+
+def _best(values, last: float) -> float:
+    """A complete trial's value for Optuna: its best epoch's, the score clipsearch ranks it by
+    (ranking.TrialRecord.score) and the epoch whose weights it keeps, so that the study's best
+    trial is best.json's. (Every complete trial ran the same epochs; a pruned one's value is its
+    last epoch's, which is what TPE and ASHA compare it by.)"""
+    finite = [v for v in values if math.isfinite(v)]
+    return max(finite) if finite else last
