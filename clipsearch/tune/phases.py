@@ -6,7 +6,8 @@
 - phase 2: a grid (tune.grid_search): phase 1's top optimizers, each with the hyperparameters
   of its best trial, x the losses, each with those of its best trial, x any grid in the file.
 - phase 3: Optuna around phase 2's best (its loss and optimizer fixed, `relative: true`
-  ranges centred on its values), long runs; each trial keeps its best epoch.
+  ranges centred on its values), long runs; its first trial is phase 2's best itself (an
+  enqueued point); each trial keeps its best epoch.
 
 Each phase is `prepare` (here: every check, nothing written, no Ray: a bad input is an
 InputError before anything starts) then `execute` (clipsearch.tune.runner: Ray Tune, MLflow,
@@ -29,7 +30,7 @@ from ..errors import InputError
 from .ranking import carried_from_best, phase2_axes
 from .results import BEST_JSON, PHASE_JSON, TRIALS_CSV, ranked_rows, read_json, read_trials_csv
 from .runner import EXPERIMENT_DIR, Outcome, Plan, execute
-from .space import (OptunaSpace, SearchSpace, default_space_path, load_space, resolve_relative,
+from .space import (OptunaSpace, SearchSpace, default_space_path, incumbent_point, load_space, resolve_relative,
                     sampler_settings, startup_warning)
 
 PHASES = ("phase1", "phase2", "phase3")
@@ -139,7 +140,7 @@ def prepare(phase: str, opts: Options) -> Plan:
     if opts.num_samples:
         space.num_samples = opts.num_samples
     state = _common_state(phase, space, opts, phase_dir)
-    optuna_space = None
+    optuna_space, notes = None, []
     if phase == "phase1":
         optuna_space = OptunaSpace(space.params, space.constants)
         state.update(asha=space.asha, **optuna_state(space))
@@ -147,12 +148,13 @@ def prepare(phase: str, opts: Options) -> Plan:
         state["grid"] = _phase2_grid(space, phase_dir.parent)
     else:
         carried, space = _phase3_start(space, phase_dir.parent)
+        point, left_out = incumbent_point(space, carried)
         optuna_space = OptunaSpace(space.params, {**carried, **space.constants})
-        state.update(carried=carried, **optuna_state(space))
+        state.update(carried=carried, **optuna_state(space, [point]))
+        notes.append(_left_out_warning(left_out, space))
     _check_start(space, state)
     # printed once every check has passed: a bad input stays one line on stderr
-    message = startup_warning_of(state)
-    if message:
+    for message in filter(None, [*notes, startup_warning_of(state)]):
         print(message, file=sys.stderr)
     return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space)
 
@@ -171,6 +173,14 @@ def startup_warning_of(state: dict[str, Any]) -> str | None:
         return None
     return startup_warning(state["sampler"], state["num_samples"], state["max_concurrent"],
                            len(state["points"]), state["phase"])
+
+
+def _left_out_warning(left_out: dict[str, Any], space: SearchSpace) -> str | None:
+    if not left_out:
+        return None
+    values = ", ".join(f"{key}={value!r}" for key, value in left_out.items())
+    return (f"warning: phase3: {space.path} cannot draw the {values} phase 2's best ran with: phase 3's first "
+            f"trial is phase 2's best with {'that value' if len(left_out) == 1 else 'those values'} drawn instead")
 
 
 def _check_restorable(state: dict, phase_dir: Path) -> None:

@@ -161,11 +161,11 @@ def _optuna_search(plan: Plan):
     state = plan.state
     # the study lives beside the phase's files so it survives a restart of the driver
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / 'optuna.db'}")
-    # a resumed phase's searcher (sampler and study included) comes back from Tune's snapshot,
-    # not through this
+    # points_to_evaluate are enqueued once, as the study is created here; a resumed phase's
+    # searcher (sampler and study included) comes back from Tune's snapshot, not through this
     return ResumableOptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
                                  study_name=_study_name(state), sampler=optuna_sampler(state["sampler"], state["seed"]),
-                                 max_epochs=_epochs(state))
+                                 points_to_evaluate=state["points"], max_epochs=_epochs(state))
 
 
 def _study_name(state: dict) -> str:

@@ -124,6 +124,22 @@ class Param:
             return self.values[i % len(self.values)]
         return self.values[i % 2]
 
+    def holds(self, value: Any) -> bool:
+        """Whether a draw of this parameter can be `value` (a point enqueued for Optuna must be)."""
+        if self.kind in LISTS:
+            return any(_same(value, v) for v in self.values)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        return self.values[0] <= value <= self.values[1]
+
+    def as_drawn(self, value: Any) -> Any:
+        """A value it holds, of the type its draw gives (a listed value itself, an int, a float)."""
+        if self.kind in LISTS:
+            return next(v for v in self.values if _same(value, v))
+        return int(value) if self.kind == "int" else float(value)
+
     def scaled(self, centre: float, clip: tuple[float | None, float | None]) -> Param:
         """The absolute parameter of a `relative: true` one: bounds times `centre`, kept in `clip`."""
         low, high = (v * centre for v in self.values)
@@ -132,6 +148,11 @@ class Param:
         if clip[1] is not None:
             low, high = min(low, clip[1]), min(high, clip[1])
         return Param(self.key, self.kind, (low, high), self.when)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and not merely as a bool equals 1 or 0."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,6 +325,29 @@ def startup_warning(settings: dict[str, Any], num_samples: int, max_concurrent: 
             f"({settings['kind']} models the results after n_startup_trials={settings['n_startup_trials']}, "
             f"{max_concurrent} trial(s) at a time), so at least half of this Bayesian search is random; "
             f"raise num_samples, or lower sampler.n_startup_trials or max_concurrent in the space file")
+
+
+def incumbent_point(space: SearchSpace, carried: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Phase 3's first trial: phase 2's best as `space` (relative ranges resolved) draws it.
+
+    Every parameter that trial draws (a conditional one where the incumbent's values meet its
+    condition) gets the value phase 2's best ran with: carried, else the base's, else the
+    registry default (resolved_flat: the values the relative ranges are centred on). A value
+    the distribution does not hold (a choice that does not list it) cannot be enqueued: it is
+    returned as left out (key -> value), and the trial draws it.
+    """
+    start = resolved_flat(space.base.config({**carried, **space.constants}, space.path))
+    point: dict[str, Any] = {}
+    left_out: dict[str, Any] = {}
+    for param in space.params:  # ordered: a `when` target comes before the parameters reading it
+        if not param.active({**start, **point}):
+            continue
+        value = start.get(param.key)
+        if param.holds(value):
+            point[param.key] = param.as_drawn(value)
+        else:
+            left_out[param.key] = value
+    return point, left_out
 
 
 # ------------------------------------------------------------------------------ trial configs

@@ -1,14 +1,23 @@
-"""What ResumableOptunaSearch tells the study about a trial's budget.
+"""What ResumableOptunaSearch tells the study about a trial's budget, and phase 3's first trial.
 
 A trial ASHA stopped before train.epochs is PRUNED in the study, with the values of the epochs
-it ran; a trial that ran them all is COMPLETE with its best epoch's value. The searcher is
-driven as Tune drives it (suggest, on_trial_result, on_trial_complete); no Ray cluster is
-started.
+it ran; a trial that ran them all is COMPLETE with its best epoch's value. Phase 3 enqueues
+phase 2's best, so that its first trial is that configuration itself. The searcher is driven
+as Tune drives it (suggest, on_trial_result, on_trial_complete); no Ray cluster is started.
 """
 
-import optuna
+import json
 
+import optuna
+import pytest
+
+from clipsearch.tune.phases import Options, prepare
+from clipsearch.tune.runner import _optuna_search
 from clipsearch.tune.searcher import ResumableOptunaSearch
+from clipsearch.tune.space import (OptunaSpace, Param, default_space_path, incumbent_point, load_space, optuna_sampler,
+                                   resolve_relative, resolved_flat, sampler_settings)
+
+from .test_space import SHIPPED, write
 
 PRUNED, COMPLETE, FAIL = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 
@@ -85,3 +94,95 @@ def test_an_errored_trial_fails_and_without_a_budget_every_trial_completes(tmp_p
     search.suggest("t1")
     search.on_trial_complete("t1", result(1.0, 1))
     assert only_trial(tmp_path, "unbudgeted.db").state == COMPLETE
+
+
+# ------------------------------------------------------------------------------ phase 3's incumbent
+
+CARRIED = {"loss.name": "sogclr", "optimizer.name": "radam", "optimizer.lr": 1e-3, "optimizer.weight_decay": 0.02,
+           "loss.gamma": 0.7}
+
+
+def quick_phase3():
+    return resolve_relative(load_space(default_space_path("phase3", True, SHIPPED), "phase3"), CARRIED)
+
+
+def ran_with(space, config):
+    """What a trial of `config` runs, registry defaults filled in."""
+    return resolved_flat(space.base.config(config, "test"))
+
+
+def test_the_incumbent_point_is_phase2s_best_for_every_parameter_phase3_draws():
+    space = quick_phase3()
+    point, left_out = incumbent_point(space, CARRIED)
+    incumbent = ran_with(space, {**CARRIED, **space.constants})
+    assert left_out == {}
+    assert set(point) == {p.key for p in space.params}  # sogclr's knobs only: tau_init left the space
+    assert point["optimizer.lr"] == 1e-3 and point["loss.gamma"] == 0.7
+    assert point == {key: incumbent[key] for key in point}  # registry defaults: temperature, embed_dim, ...
+
+
+def test_a_value_the_space_cannot_draw_is_left_out_and_named(tmp_path):
+    space = quick_phase3()
+    choices = next(p for p in space.params if p.key == "model.embed_dim").values
+    outside = max(choices) * 2
+    point, left_out = incumbent_point(space, {**CARRIED, "model.embed_dim": outside})
+    assert left_out == {"model.embed_dim": outside} and "model.embed_dim" not in point
+
+
+def test_a_conditional_parameter_is_in_the_point_only_where_the_incumbent_meets_its_condition(tmp_path):
+    path = write(tmp_path, "params:\n  scheduler.name: {choice: [cosine, plateau]}\n"
+                           "  scheduler.patience: {int: [1, 3], when: {scheduler.name: [plateau]}}\n")
+    space = resolve_relative(load_space(path, "phase3"), CARRIED)
+    cosine, _ = incumbent_point(space, {**CARRIED, "scheduler.name": "cosine"})
+    plateau, _ = incumbent_point(space, {**CARRIED, "scheduler.name": "plateau", "scheduler.patience": 2})
+    assert cosine == {"scheduler.name": "cosine"}
+    assert plateau == {"scheduler.name": "plateau", "scheduler.patience": 2}
+
+
+def test_the_searchers_first_trial_is_the_enqueued_incumbent(tmp_path):
+    space = quick_phase3()
+    point, _ = incumbent_point(space, CARRIED)
+    sampler = optuna_sampler(sampler_settings(space.sampler, space.num_samples), seed=0)
+    search = searcher(tmp_path, space=OptunaSpace(space.params, {**CARRIED, **space.constants}), sampler=sampler,
+                      points_to_evaluate=[point], max_epochs=3)
+    first, second = search.suggest("t1"), search.suggest("t2")
+    incumbent = ran_with(space, {**CARRIED, **space.constants})
+    assert ran_with(space, first) == incumbent
+    assert ran_with(space, second) != incumbent  # the next one is drawn
+
+
+def lay_down_phase2(results, carried):
+    folder = results / "exp" / "phase2"
+    folder.mkdir(parents=True)
+    decided = {k: v for k, v in carried.items() if k not in ("loss.name", "optimizer.name")}
+    (folder / "best.json").write_text(json.dumps({"decided": decided, "config": carried}), encoding="utf-8")
+
+
+def test_prepared_phase3_enqueues_phase2s_best_and_the_runner_runs_it_first(tmp_path, capsys):
+    results = tmp_path / "results"
+    lay_down_phase2(results, CARRIED)
+    plan = prepare("phase3", Options(name="exp", quick=True, spaces_dir=SHIPPED, results=results))
+    space = quick_phase3()
+    assert plan.state["points"] == [incumbent_point(space, CARRIED)[0]]
+    assert plan.state["sampler"]["kind"] == "tpe"
+    plan.phase_dir.mkdir(parents=True)
+    first = _optuna_search(plan).suggest("t1")
+    assert ran_with(space, first) == ran_with(space, {**CARRIED, **space.constants})
+    assert "warning: phase3:" in capsys.readouterr().err  # 4 trials, 2 at a time: half of them random
+
+
+@pytest.mark.parametrize("param, value, drawn", [
+    (Param("model.embed_dim", "choice", (64, 128)), 64.0, 64),
+    (Param("model.embed_dim", "choice", (64, 128)), 32, None),
+    (Param("model.embed_dim", "choice", (64, 128)), "64", None),
+    (Param("loss.flag", "choice", (0, 1)), True, None),          # a bool is not the choice 1
+    (Param("scheduler.warmup_epochs", "int", (0, 5)), 1.0, 1),
+    (Param("scheduler.warmup_epochs", "int", (0, 5)), 0.5, None),
+    (Param("optimizer.lr", "loguniform", (1e-4, 1e-2)), 1e-2, 1e-2),
+    (Param("optimizer.lr", "loguniform", (1e-4, 1e-2)), 2e-2, None),
+    (Param("optimizer.lr", "loguniform", (1e-4, 1e-2)), None, None),
+])
+def test_a_parameter_holds_the_values_its_draws_can_be_and_gives_them_as_drawn(param, value, drawn):
+    assert param.holds(value) is (drawn is not None)
+    if drawn is not None:
+        assert param.as_drawn(value) == drawn and type(param.as_drawn(value)) is type(drawn)
