@@ -53,6 +53,7 @@ class Options:
     cpus_per_trial: float = 1.0
     num_samples: int | None = None
     seed: int | None = None
+    search_seed: int | None = None     # the Optuna sampler's seed (None: the config seed); trials keep theirs
     max_failures: int = 2
     overrides: list[str] = field(default_factory=list)
     results: Path = Path("results")
@@ -237,6 +238,7 @@ def _common_state(phase: str, space: SearchSpace, opts: Options, phase_dir: Path
         "metric": space.metric, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent,
         "base": space.base.to_json(), "constants": space.constants,
         "searched": [p.key for p in space.params], "seed": space.constants["seed"],
+        "search_seed": space.constants["seed"] if opts.search_seed is None else opts.search_seed,
         "storage_path": storage, "experiment_path": f"{storage}/{EXPERIMENT_DIR}",
         "tracking_uri": opts.tracking_uri or tracking.default_tracking_uri(opts.results),
         "resources": {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},

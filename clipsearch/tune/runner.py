@@ -163,8 +163,10 @@ def _optuna_search(plan: Plan):
     storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / 'optuna.db'}")
     # points_to_evaluate are enqueued once, as the study is created here; a resumed phase's
     # searcher (sampler and study included) comes back from Tune's snapshot, not through this
+    # the search's own seed (bench search varies it alone); phase.json files from before it: the trials' seed
+    sampler = optuna_sampler(state["sampler"], state.get("search_seed", state["seed"]))
     return ResumableOptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
-                                 study_name=_study_name(state), sampler=optuna_sampler(state["sampler"], state["seed"]),
+                                 study_name=_study_name(state), sampler=sampler,
                                  points_to_evaluate=state["points"], max_epochs=_epochs(state))
 
 
