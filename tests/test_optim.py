@@ -21,7 +21,8 @@ from clipsearch.optim import (
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "optimizers.md"
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))
-FUSED = [name for name in list_optimizers() if optimizer_info(name).fused]
+#: every name whose class has a fused or multi-tensor kernel (build_optimizer turns it on)
+FUSED = [name for name in list_optimizers() if optimizer_info(name).kernel_flag]
 TWINNED = [name for name in list_optimizers() if optimizer_info(name).same_as]
 
 # a value other than any default, for each hyperparameter a registry declares
