@@ -50,6 +50,9 @@ class ModelConfig(Section):
                             "all-MiniLM-L6-v2) or open_clip:NAME")
     text_weights: str | None = Field(None, description="local path to an open_clip checkpoint for the text tower")
     text_layers: int | None = Field(None, ge=0, description="keep only the first k transformer layers of the text tower")
+    train_token_embeddings: bool = Field(True, description="train the text tower's token embedding table; false "
+                                         "keeps the pretrained one frozen (most of a small tower's parameters are "
+                                         "a vocabulary a small caption set never uses)")
     embed_dim: int = Field(256, ge=2, le=4096)
 
 

@@ -29,7 +29,7 @@ from .data.labelled import LabelledSplits, load_labelled_splits
 from .data.views import BalancedBatches, ShuffledBatches, ViewAugment, check_balanced
 from .errors import InputError
 from .losses import build_loss, loss_info
-from .models import ImageEncoder, build_image_encoder
+from .models import ImageEncoder, build_image_encoder, load_trainable_state
 
 #: image.evaluator name -> factory(splits, cfg, device) -> evaluator(model, autocast) -> metrics
 EvaluatorFactory = Callable[[LabelledSplits, object, torch.device], Callable]
@@ -198,7 +198,7 @@ def final_scores(cfg, state_dict: dict, device: str = "cpu", splits: LabelledSpl
     torch.manual_seed(cfg.seed)
     is_ce = cfg.loss.name == "ce"
     model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if is_ce else None)
-    model.load_state_dict(state_dict)
+    load_trainable_state(model, state_dict)
     dev = torch.device(device)
     model.to(dev)
     train_emb, _ = embed(model, splits.train.images, dev, cfg.eval.batch_size)

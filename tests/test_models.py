@@ -72,3 +72,46 @@ def test_hub_weights_not_on_disk_fail_at_once_instead_of_waiting():
 def test_missing_weights_file_is_named():
     with pytest.raises(InputError, match="nowhere.pt"):
         build_image_tower("timm:test_resnet", weights="/nowhere.pt")
+
+
+def quick_model_config(**changes):
+    from clipsearch.config import ModelConfig
+
+    return ModelConfig(image_tower="timm:test_resnet", text_tower="hf:minilm", text_layers=1, embed_dim=16, **changes)
+
+
+def test_a_frozen_token_table_is_left_out_of_the_optimizer_and_of_saved_weights():
+    from clipsearch.models import build_dual_encoder, trainable_state
+    from clipsearch.optim import build_optimizer
+
+    model, _ = build_dual_encoder(quick_model_config(train_token_embeddings=False), 16)
+    table = model.text_tower.model.get_input_embeddings().weight
+    optimized = {id(p) for g in build_optimizer(model, "adamw", 1e-3, 0.01).param_groups for p in g["params"]}
+    saved = trainable_state(model)
+    assert not table.requires_grad and id(table) not in optimized
+    assert "text_tower.model.embeddings.word_embeddings.weight" not in saved
+    assert "text_proj.weight" in saved and "text_tower.model.embeddings.position_embeddings.weight" in saved
+
+
+def test_the_token_table_trains_unless_frozen():
+    from clipsearch.models import build_dual_encoder, trainable_state
+
+    model, _ = build_dual_encoder(quick_model_config(), 16)
+    assert model.text_tower.model.get_input_embeddings().weight.requires_grad
+    assert set(trainable_state(model)) == set(model.state_dict())
+
+
+def test_saved_trainable_weights_load_into_a_model_built_from_the_same_config():
+    from clipsearch.models import build_dual_encoder, load_trainable_state, trainable_state
+
+    cfg = quick_model_config(train_token_embeddings=False)
+    torch.manual_seed(0)
+    trained, _ = build_dual_encoder(cfg, 16)
+    torch.manual_seed(1)
+    fresh, _ = build_dual_encoder(cfg, 16)
+    load_trainable_state(fresh, trainable_state(trained))
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    incomplete = {k: v for k, v in trainable_state(trained).items() if k != "text_proj.weight"}
+    with pytest.raises(ValueError, match="text_proj.weight"):
+        load_trainable_state(fresh, incomplete)

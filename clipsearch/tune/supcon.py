@@ -156,7 +156,7 @@ def run_baselines(space: SearchSpace, towers: list[str], state: dict, root: Path
     """Each tower, untouched, on the query/gallery sets; baselines.csv and MLflow runs."""
     import torch
 
-    from ..models import build_image_encoder, resolve_device
+    from ..models import build_image_encoder, load_trainable_state, resolve_device
     from ..retrieval import load_retrieval_sets, rank_gallery
 
     cfg = space.base.config(space.constants, space.path)
@@ -193,7 +193,7 @@ def _log_baselines(state: dict, rows: list[dict[str, Any]]) -> None:
 
 def finish(root: Path, long_state: dict) -> dict[str, Any]:
     """The long run's best epoch, scored again and written as the competition's submission."""
-    from ..models import build_image_encoder, resolve_device
+    from ..models import build_image_encoder, load_trainable_state, resolve_device
     from ..retrieval import load_retrieval_sets, rank_gallery
     from .space import Base
 
@@ -201,7 +201,7 @@ def finish(root: Path, long_state: dict) -> dict[str, Any]:
     cfg = Base.from_json(long_state["base"]).config(best["config"], "the long run's best.json")
     device = resolve_device(cfg.train.device)
     model = build_image_encoder(cfg.model, cfg.image.head)
-    model.load_state_dict(_best_weights(best))
+    load_trainable_state(model, _best_weights(best))
     ranked = rank_gallery(model.to(device), load_retrieval_sets(cfg), device, cfg.eval.batch_size)
     write_json(root / SUBMISSION_JSON, ranked.submission)
     final = {"tower": cfg.model.image_tower, "best_epoch": best["best_epoch"], "epochs": cfg.train.epochs,
