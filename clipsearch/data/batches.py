@@ -48,7 +48,23 @@ class TextBank:
                                           zip((self.caption_rows[i] for i in images), picks)]))
 
     def select(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {key: value[rows] for key, value in self.tokens.items()}
+        return trim_padding({key: value[rows] for key, value in self.tokens.items()})
+
+    def lengths(self) -> torch.Tensor | None:
+        """Real tokens per row (None for a tokenizer without an attention mask)."""
+        mask = self.tokens.get("attention_mask")
+        return None if mask is None else mask.sum(1)
+
+
+def trim_padding(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the trailing columns that are padding in every row (where an attention mask says
+    so): the encoder's output for the real tokens is the same, and its cost falls with the
+    length (the embedded captions average 16 of their 24 tokens)."""
+    mask = tokens.get("attention_mask")
+    if mask is None or mask.numel() == 0:
+        return tokens
+    used = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1
+    return tokens if used == mask.shape[1] else {key: value[:, :used] for key, value in tokens.items()}
 
 
 _MEAN_255, _STD_255 = MEAN * 255.0, STD * 255.0
