@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from . import metrics as M
 from .config import Config, save_config
 from .data import EvalSets, check_sources, load_eval_sets, load_training_set
-from .data.batches import PairBatches, TextBank, to_float_images
+from .data.batches import PairBatches, TextBank, to_float_images, trim_padding
 from .errors import InputError
 from .losses import build_loss
-from .models import DualEncoder, build_dual_encoder, resolve_device
+from .models import DualEncoder, build_dual_encoder, load_trainable_state, resolve_device, trainable_state
 from .optim import build_optimizer, build_scheduler
 
 Report = Callable[[dict, Path | None], None]
@@ -95,16 +95,20 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
         train_metrics = train_one_epoch(setup, optimizer, schedule, generator, device, autocast,
                                         cfg.train.grad_clip, steps_per_epoch, state, progress, epoch)
         state.epoch = epoch
-        last = {"epoch": epoch, **train_metrics, **{f"loss_{k}": v for k, v in loss_fn.epoch_diagnostics().items()}}
+        trained = time.perf_counter()
+        # train_seconds / eval_seconds: the epoch's productive time; the rest of a trial's wall
+        # time (set-up, checkpoints, reporting) is overhead (`clipsearch bench tune`'s goodput)
+        last = {"epoch": epoch, **train_metrics, **{f"loss_{k}": v for k, v in loss_fn.epoch_diagnostics().items()},
+                "train_seconds": trained - started, "eval_seconds": 0.0}
         if epoch % cfg.eval.every == 0 or epoch == cfg.train.epochs:
             evaluation = evaluator(model, autocast)
-            last.update(evaluation)
+            last.update(evaluation, eval_seconds=time.perf_counter() - trained)
             schedule.after_epoch(epoch, evaluation["objective"])
             if evaluation["objective"] > state.best_objective:
                 state.best_objective, state.best_epoch = evaluation["objective"], epoch
                 state.best_metrics = evaluation
                 if run_dir is not None:
-                    _atomic_save({"model": model.state_dict()}, run_dir / "best" / "model.pt")
+                    _atomic_save({"model": trainable_state(model)}, run_dir / "best" / "model.pt")
         last.update(best_objective=state.best_objective, best_epoch=state.best_epoch,
                     epoch_seconds=time.perf_counter() - started, train_images=setup.train_images,
                     skipped_images=setup.skipped_images)
@@ -205,6 +209,9 @@ class Evaluator:
         # a text shared by two images is two rows with equal embeddings, a tie that counts
         # against the query (see metrics.retrieval_metrics).
         self.text = TextBank.build(sets.retrieval.captions, tokenize)
+        # captions encoded shortest first, so that each chunk is trimmed to its own longest
+        lengths = self.text.lengths()
+        self.text_order = torch.argsort(lengths, stable=True) if lengths is not None else None
         self.pair_rows = torch.from_numpy(np.concatenate(self.text.caption_rows))
         self.text_to_image = torch.from_numpy(np.repeat(np.arange(len(sets.retrieval)),
                                                         [len(r) for r in self.text.caption_rows]))
@@ -217,7 +224,7 @@ class Evaluator:
         model.eval()
         with autocast:
             images = self._images(model, self.sets.retrieval.images)
-            texts = self._texts(model, self.text.tokens)[self.pair_rows]
+            texts = self._texts_in_length_order(model)[self.pair_rows]
             zs_images = self._images(model, self.sets.zeroshot.images)
             prompts = self._texts(model, self.prompts).view(self.n_classes, self.n_prompts, -1)
         out = M.retrieval_metrics(images, texts, self.text_to_image)
@@ -235,8 +242,17 @@ class Evaluator:
 
     def _texts(self, model, tokens) -> torch.Tensor:
         n = len(next(iter(tokens.values())))
-        return torch.cat([model.encode_text({k: v[i:i + self.batch_size].to(self.device) for k, v in tokens.items()})
-                          .float().cpu() for i in range(0, n, self.batch_size)])
+        chunks = (trim_padding({k: v[i:i + self.batch_size] for k, v in tokens.items()}) for i in range(0, n, self.batch_size))
+        return torch.cat([model.encode_text({k: v.to(self.device) for k, v in chunk.items()}).float().cpu()
+                          for chunk in chunks])
+
+    def _texts_in_length_order(self, model) -> torch.Tensor:
+        if self.text_order is None:
+            return self._texts(model, self.text.tokens)
+        encoded = self._texts(model, {k: v[self.text_order] for k, v in self.text.tokens.items()})
+        out = torch.empty_like(encoded)
+        out[self.text_order] = encoded
+        return out
 
 
 def _autocast(precision: str, device: torch.device):
@@ -271,7 +287,7 @@ def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, genera
     """state.pt, with the one it replaces kept as state.prev.pt (see load_checkpoint)."""
     current = directory / CHECKPOINT_FILE
     _atomic_save({
-        "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+        "model": trainable_state(model), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(), "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "state": vars(state).copy(),
     }, directory / ".state.next.pt")
@@ -282,7 +298,7 @@ def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, genera
 
 def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator) -> RunState:
     saved = read_checkpoint(directory)
-    model.load_state_dict(saved["model"])
+    load_trainable_state(model, saved["model"])
     loss_fn.load_state_dict(saved["loss"])
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])

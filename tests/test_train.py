@@ -87,3 +87,19 @@ def test_isogclr_temperatures_spread_in_training_while_sogclr_stays_fixed():
     tau_init = tiny("loss.name=isogclr").loss.params["tau_init"]
     assert iso["loss_tau_min"] < tau_init and iso["loss_tau_max"] - iso["loss_tau_min"] > 0.01
     assert sog["loss_tau_min"] == sog["loss_tau_max"] == tiny("loss.name=sogclr").loss.params["temperature"]
+
+
+def test_evaluation_encodes_captions_by_length_and_gives_each_its_own_embedding():
+    """The evaluator sorts captions by length and trims each chunk's padding; every caption
+    must still get the embedding its own untrimmed tokens give."""
+    from clipsearch.train import image_text_setup
+
+    cfg = load_config(quick=True, overrides=["eval.batch_size=64"])
+    setup = image_text_setup(cfg, torch.device("cpu"))
+    evaluator, model = setup.evaluator, setup.model.eval()
+    tokens = evaluator.text.tokens
+    with torch.no_grad():
+        untrimmed = torch.cat([model.encode_text({k: v[i:i + 64] for k, v in tokens.items()})
+                               for i in range(0, len(tokens["input_ids"]), 64)])
+        ordered = evaluator._texts_in_length_order(model)
+    assert torch.allclose(untrimmed, ordered, atol=1e-5)
