@@ -296,13 +296,15 @@ def ui(
 @bench_app.command("tune")
 def bench_tune(
     trials: Annotated[int, typer.Option(help="trials per variant")] = 4,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs per trial (default: a quick phase 1 trial's)")] = None,
     rounds: Annotated[int, typer.Option(help="rounds of all variants (alternating order); medians are reported")] = 2,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
-    """The platform's overhead per trial (Ray actor start, reporting, checkpointing, MLflow):
-    the same tiny training runs through Ray Tune (with and without reuse_actors) and through
-    train() in a loop, measured in one run. Writes OUT/tune.json and OUT/tune.md."""
+    """Goodput (the share of wall time in training steps and evaluations) and the platform's
+    overhead per trial (process start, data set-up, Ray, checkpoints, MLflow): quick phase 1
+    trials through Ray Tune (with and without reuse_actors) and through train() in a loop in a
+    fresh process, measured in one run. Writes OUT/tune.json and OUT/tune.md."""
+    _check_at_least(("--trials", trials, 1), ("--epochs", 1 if epochs is None else epochs, 1), ("--rounds", rounds, 1))
     from .tune.bench import run_tune_benchmark
 
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)

@@ -84,6 +84,12 @@ def tune_figures(d: dict) -> list[Figure]:
         seconds = d["median_seconds"][key]
         out.append(Figure(f"platform: s per trial, Ray Tune {label}", _f(seconds / trials), "in-process train() loop",
                           _f(loop / trials), _x(_over(loop, seconds))))
+    figures = d.get("figures")
+    if figures:  # goodput: the share of wall time in training steps and evaluations
+        reuse, own = figures["tune_reuse_actors"], figures["in_process"]
+        out.append(Figure("platform: goodput, Ray Tune reuse_actors=True", _f(100 * reuse["goodput"], 0, "%"),
+                          "in-process train() loop", _f(100 * own["goodput"], 0, "%"),
+                          _x(_over(reuse["goodput"], own["goodput"]))))
     return out
 
 
