@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from clipsearch.errors import InputError
 from clipsearch.tune.phases import Options, prepare
@@ -23,9 +24,12 @@ def write(tmp_path, text, name="space.yaml"):
     return path
 
 
-def quick_phase1_with(tmp_path, sampler_line):
-    """The shipped quick phase 1 space with a `sampler:` line of the test's."""
-    return write(tmp_path, QUICK_PHASE1.read_text(encoding="utf-8") + sampler_line + "\n")
+def quick_phase1_with(tmp_path, sampler_line=""):
+    """The shipped quick phase 1 space with the test's `sampler:` line for the file's own (none:
+    the default sampler)."""
+    doc = yaml.safe_load(QUICK_PHASE1.read_text(encoding="utf-8"))
+    doc.pop("sampler", None)
+    return write(tmp_path, yaml.safe_dump(doc, sort_keys=False) + sampler_line + "\n")
 
 
 # ------------------------------------------------------------------------------ bad blocks
@@ -112,8 +116,9 @@ def cheap_objective(config):
     return -abs(math.log10(config["optimizer.lr"]) + 2.5) + (config["optimizer.name"] == "adamw")
 
 
-def test_quick_phase1_makes_tpe_draws_after_a_few_startup_trials(monkeypatch):
-    space = load_space(QUICK_PHASE1, "phase1")
+@pytest.mark.parametrize("sampler", ["the file's", "the default"])
+def test_quick_phase1_makes_tpe_draws_after_a_few_startup_trials(tmp_path, monkeypatch, sampler):
+    space = load_space(QUICK_PHASE1 if sampler == "the file's" else quick_phase1_with(tmp_path), "phase1")
     settings = sampler_settings(space.sampler, space.num_samples)
     sampler = optuna_sampler(settings, seed=0)
     modelled = []  # the trials whose values TPE drew from its densities, not at random
@@ -160,10 +165,11 @@ def test_warning_when_the_budget_is_smaller_than_the_startup_trials():
     assert "n_startup_trials=10" in message and "num_samples" in message
 
 
-def test_no_warning_for_the_quick_phase1_space_or_a_random_sampler():
-    space = load_space(QUICK_PHASE1, "phase1")
-    settings = sampler_settings(space.sampler, space.num_samples)
-    assert startup_warning(settings, space.num_samples, space.max_concurrent) is None
+def test_no_warning_for_the_quick_phase1_space_or_a_random_sampler(tmp_path):
+    for path in (QUICK_PHASE1, quick_phase1_with(tmp_path)):  # its own sampler, and the default
+        space = load_space(path, "phase1")
+        settings = sampler_settings(space.sampler, space.num_samples)
+        assert startup_warning(settings, space.num_samples, space.max_concurrent) is None
     assert startup_warning(sampler_settings({"kind": "random"}, 2), 2, 2) is None  # random is what it says
 
 
@@ -172,8 +178,9 @@ def test_prepare_sizes_the_startup_trials_to_num_samples_and_warns_on_stderr(tmp
         opts = Options(name="exp", space=space, num_samples=num_samples, results=tmp_path / "results")
         return prepare("phase1", opts).state
 
-    assert state(QUICK_PHASE1)["sampler"]["n_startup_trials"] == 3
-    assert state(QUICK_PHASE1, num_samples=40)["sampler"]["n_startup_trials"] == 10
+    default = quick_phase1_with(tmp_path)  # 12 trials, no sampler: block
+    assert state(default)["sampler"]["n_startup_trials"] == 3
+    assert state(default, num_samples=40)["sampler"]["n_startup_trials"] == 10
     assert capsys.readouterr().err == ""
     explicit = quick_phase1_with(tmp_path, "sampler: {kind: tpe, n_startup_trials: 5}")
     assert state(explicit, num_samples=40)["sampler"]["n_startup_trials"] == 5
