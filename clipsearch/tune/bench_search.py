@@ -241,7 +241,7 @@ def seed_figures(seed: int, stages: dict[str, dict], grid: dict, grid_rows: list
             "beats_random": _above(total["best"], rand["best"])}
 
 
-def over_seeds(per_seed: list[dict[str, Any]], grid: dict) -> dict[str, Any]:
+def over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """The medians and spreads over every seed, misses included, and the verdict on the medians:
     the goal (median best within tolerance of the grid's, median epoch share at most EPOCH_SHARE;
     a seed without a best fails it) and the median best above random search's."""
@@ -287,7 +287,7 @@ def write_search_result(exp_dir: Path, out_dir: Path, seeds: int, wall: dict[str
     cells = grid_curves(_grid_records(exp_dir) if grid_records is None else grid_records)
     per_seed = [seed_figures(seed, _protocol_stages(seed_dir(exp_dir, seed)), grid, grid_rows, cells)
                 for seed in range(seeds)]
-    summary = over_seeds(per_seed, grid)
+    summary = over_seeds(per_seed)
     result = {
         "benchmark": "search_efficiency", "environment": environment(),
         "command": f"clipsearch bench search --name {exp_dir.name} --seeds {seeds}",
