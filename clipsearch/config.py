@@ -13,6 +13,7 @@ hyperparameters (e.g. `loss.gamma` for sogclr); the registries say which keys ea
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,9 +51,10 @@ class ModelConfig(Section):
                             "all-MiniLM-L6-v2) or open_clip:NAME")
     text_weights: str | None = Field(None, description="local path to an open_clip checkpoint for the text tower")
     text_layers: int | None = Field(None, ge=0, description="keep only the first k transformer layers of the text tower")
-    train_token_embeddings: bool = Field(True, description="train the text tower's token embedding table; false "
-                                         "keeps the pretrained one frozen (most of a small tower's parameters are "
-                                         "a vocabulary a small caption set never uses)")
+    freeze_text: Literal["none", "token_embeddings", "tower"] = Field(
+        "none", description="what of the pretrained text tower stays frozen: none; its token embedding table (most "
+        "of a small tower's parameters are a vocabulary a small caption set never uses); or the whole tower, whose "
+        "output for each distinct caption is then computed once and cached (only the projection trains)")
     embed_dim: int = Field(256, ge=2, le=4096)
 
 
@@ -253,7 +255,7 @@ def apply_settings(raw: dict[str, Any], settings: dict[str, Any], defaults: dict
     Component names are applied first, so that a component's own keys given beside its name
     (loss.gamma with loss.name) land on the new component, whatever their order.
     """
-    raw = merge(raw, {})
+    raw = copy.deepcopy(raw)  # a shallow copy shared its sections: setting a key changed the caller's raw
     names = {k: v for k, v in settings.items() if k.count(".") == 1 and k.split(".")[0] in COMPONENTS
              and k.endswith(".name")}
     for key, value in names.items():

@@ -196,7 +196,7 @@ def token_embedding(text_tower: nn.Module) -> nn.Embedding:
     table = inner.get_input_embeddings() if hasattr(inner, "get_input_embeddings") else inner.token_embedding
     if not isinstance(table, nn.Embedding):
         raise InputError(f"cannot find the token embedding of {type(inner).__name__}",
-                         where="model.train_token_embeddings", fix="leave it true for this tower")
+                         where="model.freeze_text", fix="use none or tower for this tower")
     return table
 
 
@@ -217,7 +217,23 @@ class DualEncoder(nn.Module):
         return F.normalize(self.image_proj(self.image_tower(images)).float(), dim=-1)
 
     def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.normalize(self.text_proj(self.text_tower(**tokens)).float(), dim=-1)
+        return self.encode_text_features(self.text_tower(**tokens))
+
+    def encode_text_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The text embedding of the tower's output (what a frozen tower's cache holds)."""
+        return F.normalize(self.text_proj(features).float(), dim=-1)
+
+    @property
+    def text_tower_frozen(self) -> bool:
+        """Whether no parameter of the text tower trains (model.freeze_text: tower): its output
+        for a caption never changes, so it is computed once per caption (see data.batches)."""
+        return not any(p.requires_grad for p in self.text_tower.parameters())
+
+    def train(self, mode: bool = True) -> "DualEncoder":
+        super().train(mode)
+        if self.text_tower_frozen:
+            self.text_tower.eval()  # a frozen tower's cached features were computed without dropout
+        return self
 
     def forward(self, images: torch.Tensor, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images), self.encode_text(tokens)
@@ -227,8 +243,10 @@ def build_dual_encoder(model_cfg, max_text_length: int) -> tuple[DualEncoder, ca
     """(model, tokenize) from a ModelConfig."""
     image, image_width = build_image_tower(model_cfg.image_tower, model_cfg.image_weights)
     text = build_text_tower(model_cfg.text_tower, model_cfg.text_weights, model_cfg.text_layers, max_text_length)
-    if not model_cfg.train_token_embeddings:
+    if model_cfg.freeze_text == "token_embeddings":
         token_embedding(text.module).requires_grad_(False)
+    elif model_cfg.freeze_text == "tower":
+        text.module.requires_grad_(False)
     return DualEncoder(image, image_width, text.module, text.width, model_cfg.embed_dim), text.tokenize
 
 

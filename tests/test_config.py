@@ -96,3 +96,17 @@ def test_config_from_takes_flat_settings_over_a_preset():
 
     cfg = config_from("quick", {"loss.name": "isogclr", "loss.eta": 0.001, "train.epochs": 2})
     assert cfg.loss.params["eta"] == 0.001 and cfg.loss.params["tau_init"] == 0.05 and cfg.train.epochs == 2
+
+
+def test_laying_settings_over_a_raw_config_leaves_the_raw_config_as_it_was():
+    """A search's config check builds a trial config per corner of the space over one base: a
+    setting must not leak into the base (it did for nested keys: phase 3's incumbent then got
+    the last corner's model.embed_dim instead of phase 2's)."""
+    import copy
+
+    from clipsearch.config import apply_settings, read_base
+
+    raw, defaults, _ = read_base("quick")
+    before = copy.deepcopy(raw)
+    apply_settings(raw, {"model.embed_dim": 128, "loss.name": "sogclr", "loss.gamma": 0.5}, defaults)
+    assert raw == before

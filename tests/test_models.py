@@ -84,7 +84,7 @@ def test_a_frozen_token_table_is_left_out_of_the_optimizer_and_of_saved_weights(
     from clipsearch.models import build_dual_encoder, trainable_state
     from clipsearch.optim import build_optimizer
 
-    model, _ = build_dual_encoder(quick_model_config(train_token_embeddings=False), 16)
+    model, _ = build_dual_encoder(quick_model_config(freeze_text="token_embeddings"), 16)
     table = model.text_tower.model.get_input_embeddings().weight
     optimized = {id(p) for g in build_optimizer(model, "adamw", 1e-3, 0.01).param_groups for p in g["params"]}
     saved = trainable_state(model)
@@ -104,7 +104,7 @@ def test_the_token_table_trains_unless_frozen():
 def test_saved_trainable_weights_load_into_a_model_built_from_the_same_config():
     from clipsearch.models import build_dual_encoder, load_trainable_state, trainable_state
 
-    cfg = quick_model_config(train_token_embeddings=False)
+    cfg = quick_model_config(freeze_text="token_embeddings")
     torch.manual_seed(0)
     trained, _ = build_dual_encoder(cfg, 16)
     torch.manual_seed(1)

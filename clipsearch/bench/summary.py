@@ -68,12 +68,18 @@ def data_figures(d: dict) -> list[Figure]:
 
 def search_figures(d: dict) -> list[Figure]:
     total, grid = d["protocol"]["total"], d["grid"]
-    return [Figure("search: best objective", _f(total["best"], 2), "exhaustive grid, same space", _f(grid["best"], 2),
-                   _x(total["best_over_grid_best"])),
-            Figure("search: epochs spent", _f(total["epochs_spent"]), "exhaustive grid, same space",
-                   _f(grid["epochs_spent"]), _x(_over(1.0, total["epoch_share_of_grid"]))),
-            Figure("search: goal (within 1% for <= 1/4 of the epochs)",
-                   "met" if total["goal_met"] else "not met", "", "", "")]
+    over = f" ({total['over']})" if total.get("over") else ""  # the medians over search seeds
+    out = [Figure(f"search: best objective{over}", _f(total["best"], 2), "exhaustive grid, same space",
+                  _f(grid["best"], 2), _x(total["best_over_grid_best"])),
+           Figure(f"search: epochs spent{over}", _f(total["epochs_spent"]), "exhaustive grid, same space",
+                  _f(grid["epochs_spent"]), _x(_over(1.0, total["epoch_share_of_grid"]))),
+           Figure("search: goal (within 1% for <= 1/4 of the epochs)",
+                  "met" if total["goal_met"] else "not met", "", "", "")]
+    if total.get("random_search_best") is not None:
+        out.append(Figure(f"search: best objective{over}", _f(total["best"], 2),
+                          "random search, same epochs (replayed on the grid's curves)",
+                          _f(total["random_search_best"], 2), _x(_over(total["best"], total["random_search_best"]))))
+    return out
 
 
 def tune_figures(d: dict) -> list[Figure]:

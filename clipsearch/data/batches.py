@@ -31,6 +31,7 @@ class TextBank:
 
     tokens: dict[str, torch.Tensor]   # (M, L) tensors, one row per distinct caption
     caption_rows: list[np.ndarray]    # per image: rows of its captions in `tokens`
+    features: torch.Tensor | None = None  # (M, width): a frozen text tower's output per row, or None
 
     @classmethod
     def build(cls, captions: list[list[str]], tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> "TextBank":
@@ -119,6 +120,7 @@ class PairBatch:
     tokens: dict[str, torch.Tensor]   # (B, L)
     index: torch.Tensor               # (B,) positions in the training set
     labels: torch.Tensor | None
+    text_features: torch.Tensor | None = None  # (B, width) when the text tower is frozen (then no tokens)
 
 
 class PairBatches:
@@ -142,4 +144,7 @@ class PairBatches:
             if self.augment:
                 images = random_low_resolution(random_shift(images, self.max_shift, generator), generator)
             labels = torch.from_numpy(self.data.labels[idx]) if self.data.labels is not None else None
-            yield PairBatch(images, self.text.select(rows), torch.from_numpy(idx), labels)
+            if self.text.features is not None:  # a frozen tower: its cached output, no tokens
+                yield PairBatch(images, {}, torch.from_numpy(idx), labels, self.text.features[rows])
+            else:
+                yield PairBatch(images, self.text.select(rows), torch.from_numpy(idx), labels)

@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-from clipsearch.bench.train_speed import build_open_clip_model, clipsearch_step, open_clip_step
-from clipsearch.config import load_config
+from clipsearch.bench.train_speed import bench_config, build_open_clip_model, clipsearch_step, open_clip_step
 from clipsearch.losses import build_loss
 from clipsearch.models import build_dual_encoder
 from clipsearch.optim import build_optimizer
@@ -17,7 +16,7 @@ CAPTIONS = ["a thick seven leaning right", "the digit 3", "a wide zero with one 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(quick=True)
+    return bench_config()
 
 
 def _trained(model):

@@ -167,7 +167,7 @@ def test_prepared_phase3_enqueues_phase2s_best_and_the_runner_runs_it_first(tmp_
     assert plan.state["sampler"]["kind"] == "tpe"
     plan.phase_dir.mkdir(parents=True)
     first = _optuna_search(plan).suggest("t1")
-    assert ran_with(space, first) == ran_with(space, {**CARRIED, **space.constants})
+    assert ran_with(space, first) == ran_with(space, {**CARRIED, **plan.state["constants"]})
     # nothing left out of the point; the start-up warning only where the space's budget calls for it
     assert capsys.readouterr().err.strip() == (startup_warning_of(plan.state) or "")
 

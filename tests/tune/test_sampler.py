@@ -178,8 +178,8 @@ def test_prepare_sizes_the_startup_trials_to_num_samples_and_warns_on_stderr(tmp
         opts = Options(name="exp", space=space, num_samples=num_samples, results=tmp_path / "results")
         return prepare("phase1", opts).state
 
-    default = quick_phase1_with(tmp_path)  # 12 trials, no sampler: block
-    assert state(default)["sampler"]["n_startup_trials"] == 3
+    default = quick_phase1_with(tmp_path)  # 16 trials, no sampler: block
+    assert state(default)["sampler"]["n_startup_trials"] == 4
     assert state(default, num_samples=40)["sampler"]["n_startup_trials"] == 10
     assert capsys.readouterr().err == ""
     explicit = quick_phase1_with(tmp_path, "sampler: {kind: tpe, n_startup_trials: 5}")

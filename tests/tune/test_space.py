@@ -140,7 +140,7 @@ def test_define_by_run_draws_conditional_parameters_only_where_they_apply():
         has_momentum = "optimizer.momentum" in config
         assert has_momentum == (config["optimizer.name"] in ("momentum", "rmsprop"))
         assert ("loss.eta" in config) == (config["loss.name"] in ("isogclr", "isogclr_v2"))
-        assert 3e-4 <= config["optimizer.lr"] <= 1e-2 and config["train.epochs"] == 4
+        assert 3e-4 <= config["optimizer.lr"] <= 1e-2 and config["train.epochs"] == space.constants["train.epochs"]
         space.base.config(config, "drawn")  # every drawn trial is a valid config
     assert any("optimizer.momentum" in c for c in configs) and any("loss.eta" in c for c in configs)
 
