@@ -16,6 +16,7 @@ import math
 import os
 import pickle
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -233,10 +234,10 @@ def frozen_text_features(model: DualEncoder, tokens: dict[str, torch.Tensor], ca
     """A frozen text tower's output for every row of `tokens`: computed once, then kept in
     `cache_dir` for every later run and trial (the key hashes the tower's weights and the
     tokens, so another tower, layer count or caption set is another entry)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.text_tower.state_dict().items()) + sorted(tokens.items()):
+    digest = hashlib.sha256(_tower_digest(model.text_tower).encode())
+    for name, tensor in sorted(tokens.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.contiguous().numpy().tobytes())
 
     def encode() -> dict[str, np.ndarray]:
         was_training = model.text_tower.training
@@ -248,6 +249,21 @@ def frozen_text_features(model: DualEncoder, tokens: dict[str, torch.Tensor], ca
         return {"features": features.numpy()}
 
     return torch.from_numpy(cached_arrays(cache_dir, f"text-features-{digest.hexdigest()[:24]}", encode)["features"])
+
+
+#: a frozen tower's weights hashed once per tower (a run asks for its training captions, its
+#: validation captions and its prompts)
+_TOWER_DIGESTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def _tower_digest(tower: torch.nn.Module) -> str:
+    if tower not in _TOWER_DIGESTS:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(tower.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        _TOWER_DIGESTS[tower] = digest.hexdigest()
+    return _TOWER_DIGESTS[tower]
 
 
 class Evaluator:

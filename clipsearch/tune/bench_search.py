@@ -3,10 +3,10 @@ the embedded pairs with the quick preset's tiny towers, in one command: the exha
 random search given the same epochs; the protocol repeated over several search seeds.
 
 The space (search_spaces/bench_search/): 3 losses x 3 optimizers x 2 learning rates.
-- grid.yaml: every one of the 18 cells, 4 epochs on all the training pairs, no early stopping;
+- grid.yaml: every one of the 18 cells, 10 epochs on all the training pairs, no early stopping;
 - phase1..3_quick.yaml: the protocol's shape on that space: TPE + ASHA on a share of the pairs,
   a grid of phase 1's top picks, then TPE around the best (the learning rate within [0.5, 2] x)
-  on all of them for the grid's 4 epochs, so that a phase 3 trial and a grid cell get the same
+  on all of them for the grid's 10 epochs, so that a phase 3 trial and a grid cell get the same
   budget.
 
 A search seed is the seed of the protocol's Optuna samplers (Options.search_seed), nothing else:

@@ -46,6 +46,7 @@ import copy
 import itertools
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,7 +430,7 @@ def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dic
     _check_conditions(space, kind)
     check_against_config(space, provided=_provided_values(kind))
     if "asha" in kind.extra_keys:
-        space.asha = _asha(doc.get("asha", {}), space, where)
+        space.asha = _asha(doc.get("asha", {}), space, where, epochs_overridden="train.epochs" in (overrides or {}))
     if "sampler" in kind.extra_keys:
         space.sampler = _sampler(doc.get("sampler", {}), f"{where}: sampler")
     if "baselines" in kind.extra_keys:
@@ -489,7 +490,7 @@ def _positive_int(doc: dict, key: str, default: int, where: str) -> int:
     return value
 
 
-def _asha(doc: Any, space: SearchSpace, where: str) -> dict[str, int]:
+def _asha(doc: Any, space: SearchSpace, where: str, epochs_overridden: bool = False) -> dict[str, int]:
     if not isinstance(doc, dict):
         raise InputError("asha must be a mapping", where=f"{where}: asha",
                          fix="write `asha: {grace_period: 1, reduction_factor: 2}`")
@@ -506,6 +507,12 @@ def _asha(doc: Any, space: SearchSpace, where: str) -> dict[str, int]:
         raise InputError("train.epochs is searched, but ASHA needs one max_t", where=f"{where}: params.train.epochs",
                          fix="make train.epochs a constant (ASHA stops the weaker trials early)")
     epochs = space.epochs()
+    if grace > epochs and epochs_overridden:
+        # --set train.epochs=1 on a space made for longer trials (a smoke test): the first rung
+        # moves to the last epoch rather than refusing what the command line asked for
+        print(f"note: {where}: asha.grace_period {grace} is more than --set train.epochs={epochs}; "
+              f"ASHA's first rung is epoch {epochs}", file=sys.stderr)
+        grace = epochs
     if grace > epochs:
         raise InputError(f"grace_period {grace} exceeds train.epochs {epochs}", where=f"{where}: asha.grace_period",
                          fix=f"use a grace_period <= {epochs}")

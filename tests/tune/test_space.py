@@ -177,3 +177,11 @@ def test_relative_range_is_clipped_to_the_parameters_valid_range(tmp_path):
     resolved = resolve_relative(space, {"loss.name": "sogclr", "optimizer.name": "adamw", "loss.gamma": 0.9})
     low, high = resolved.params[0].values
     assert math.isclose(low, 0.45) and high == 1.0
+
+
+def test_fewer_epochs_on_the_command_line_move_ashas_first_rung_and_say_so(capsys):
+    """--set train.epochs=1 on the quick phase 1 (a smoke test) runs, its rung at epoch 1; the
+    same grace period against the file's own epochs stays an error."""
+    space = load_space(default_space_path("phase1", True, SHIPPED), "phase1", {"train.epochs": 1})
+    assert space.asha["grace_period"] == 1 and space.asha["max_t"] == 1
+    assert "asha.grace_period" in capsys.readouterr().err
