@@ -81,10 +81,12 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
     schedule = build_scheduler(optimizer, cfg.scheduler.name, cfg.scheduler.params, cfg.train.epochs, steps_per_epoch)
     generator = torch.Generator().manual_seed(cfg.seed)
     evaluator = setup.evaluator
+    # fp16's smallest normal is 6e-5: unscaled, small gradients underflow to zero in backward
+    scaler = torch.amp.GradScaler(device.type, enabled=_precision(cfg.train.precision, device) == "fp16")
 
     state = RunState()
     if resume_from is not None:
-        state = load_checkpoint(Path(resume_from), model, loss_fn, optimizer, schedule, generator)
+        state = load_checkpoint(Path(resume_from), model, loss_fn, optimizer, schedule, generator, scaler)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,7 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         started = time.perf_counter()
         model.train()
-        train_metrics = train_one_epoch(setup, optimizer, schedule, generator, device, autocast,
+        train_metrics = train_one_epoch(setup, optimizer, schedule, generator, device, autocast, scaler,
                                         cfg.train.grad_clip, steps_per_epoch, state, progress, epoch)
         state.epoch = epoch
         trained = time.perf_counter()
@@ -118,14 +120,14 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
         checkpoint = None
         if run_dir is not None:
             checkpoint = run_dir / "checkpoint"
-            save_checkpoint(checkpoint, model, loss_fn, optimizer, schedule, generator, state)
+            save_checkpoint(checkpoint, model, loss_fn, optimizer, schedule, generator, state, scaler)
         if report is not None:
             report(dict(last), checkpoint)
     return {**last, **{f"best_{k}": v for k, v in state.best_metrics.items()}}
 
 
-def train_one_epoch(setup: Setup, optimizer, schedule, generator, device, autocast, grad_clip, steps, state,
-                    progress, epoch) -> dict:
+def train_one_epoch(setup: Setup, optimizer, schedule, generator, device, autocast, scaler, grad_clip, steps,
+                    state, progress, epoch) -> dict:
     model, loss_fn, batches = setup.model, setup.loss_fn, setup.batches
     totals: dict[str, float] = {}
     # disable=None: no bar when stderr is not a terminal (logs, CI, Ray workers)
@@ -137,11 +139,7 @@ def train_one_epoch(setup: Setup, optimizer, schedule, generator, device, autoca
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {i + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        optimizer.step()
+        backward_and_step(loss, optimizer, scaler, grad_clip)
         state.step += 1
         schedule.after_step(state.step)
         for key, value in out.items():
@@ -151,6 +149,18 @@ def train_one_epoch(setup: Setup, optimizer, schedule, generator, device, autoca
     bar.close()
     n = max(min(steps, len(batches)), 1)
     return {("train_loss" if k == "loss" else f"train_{k}"): v / n for k, v in totals.items()} | {"lr": schedule.lr()}
+
+
+def backward_and_step(loss: torch.Tensor, optimizer, scaler: torch.amp.GradScaler, grad_clip: float) -> None:
+    """One update from `loss`: backward scaled by `scaler` (fp16; a no-op when disabled),
+    gradients unscaled before clipping, the step skipped when they overflowed."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @dataclass
@@ -314,9 +324,14 @@ class Evaluator:
         return model.encode_text_features(self._frozen[name].to(self.device)).cpu()
 
 
-def _autocast(precision: str, device: torch.device):
+def _precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _autocast(precision: str, device: torch.device):
+    precision = _precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -342,21 +357,26 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator, state: RunState) -> None:
+def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator, state: RunState,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
     """state.pt, with the one it replaces kept as state.prev.pt (see load_checkpoint)."""
     current = directory / CHECKPOINT_FILE
     _atomic_save({
         "model": trainable_state(model), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(), "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "state": vars(state).copy(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
     }, directory / ".state.next.pt")
     if current.is_file():
         os.replace(current, directory / PREVIOUS_CHECKPOINT_FILE)
     os.replace(directory / ".state.next.pt", current)
 
 
-def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator) -> RunState:
+def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator,
+                    scaler: torch.amp.GradScaler | None = None) -> RunState:
     saved = read_checkpoint(directory)
+    if scaler is not None and scaler.is_enabled() and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])  # fp16's loss scale goes on where it was
     load_trainable_state(model, saved["model"])
     loss_fn.load_state_dict(saved["loss"])
     optimizer.load_state_dict(saved["optimizer"])

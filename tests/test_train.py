@@ -136,3 +136,27 @@ def test_a_frozen_text_tower_is_run_once_per_caption_and_gives_the_embeddings_it
     monkeypatch.setattr(T, "encode_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded again")))
     again = image_text_setup(cfg, torch.device("cpu"))
     assert torch.equal(again.batches.text.features, bank.features)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_fp16_keeps_a_gradient_below_fp16s_smallest_normal_only_with_the_grad_scaler(scaled):
+    """A gradient of 1e-9 (below fp16's smallest subnormal, 6e-8) underflows to zero in an fp16
+    backward; the GradScaler that train.precision=fp16 turns on scales it into range first."""
+    from clipsearch.train import _autocast, backward_and_step
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=scaled)
+    with _autocast("fp16", torch.device("cpu")):
+        out = layer(torch.randn(8, 4))
+    assert out.dtype == torch.float16
+    backward_and_step(out.float().sum() * 1e-9, optimizer, scaler, grad_clip=0.0)
+    survived = bool(layer.weight.grad.abs().max() > 0)
+    assert survived == scaled
+
+
+def test_an_fp16_run_resumes_with_its_loss_scale(tmp_path):
+    run = train(tiny("train.epochs=1", "train.precision=fp16"), run_dir=tmp_path)
+    saved = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)
+    assert saved["scaler"]["scale"] > 0 and math.isfinite(run["train_loss"])
