@@ -50,7 +50,10 @@ def _check_at_least(*checks: tuple[str, int, int]) -> None:
 
 def _print_epoch(metrics: dict, _checkpoint) -> None:
     shown = {k: metrics[k] for k in ("epoch", "train_loss", "tr1", "ir1", "acc1", "objective") if k in metrics}
-    typer.echo("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()), err=True)
+    line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    if "chance_objective" in metrics:  # so that a user's 3.5 on 90 images reads as chance, not progress
+        line += f" (chance {metrics['chance_objective']:.3g})"
+    typer.echo(line, err=True)
 
 
 @app.command()

@@ -293,6 +293,8 @@ class Evaluator:
         self.prompts = tokenize([p.format(c) for c in names for p in sets.prompts])
         self.n_classes, self.n_prompts = len(names), len(sets.prompts)
         self._frozen: dict[str, torch.Tensor] = {}  # a frozen text tower's output, per text set
+        #: a random ranking's objective on these sets: printed beside every objective
+        self.chance_objective = M.chance_levels([len(r) for r in self.text.caption_rows], self.n_classes)["objective"]
 
     @torch.no_grad()
     def __call__(self, model: DualEncoder, autocast) -> dict[str, float]:
@@ -306,6 +308,7 @@ class Evaluator:
         classifier = M.zeroshot_classifier(prompts)
         out.update(M.topk_accuracy(zs_images @ classifier.T, torch.from_numpy(self.sets.zeroshot.labels)))
         out["objective"] = M.objective(out)
+        out["chance_objective"] = self.chance_objective
         return {k.replace("@", ""): float(v) for k, v in out.items()}
 
     def _images(self, model, images) -> torch.Tensor:

@@ -368,3 +368,19 @@ def test_submission_lists_gallery_files_best_first():
         submission(["q0.jpg", "q1.jpg"], [f"{i}.jpg" for i in range(20)], ranking, top=10)
     with pytest.raises(ValueError, match="duplicates"):
         submission(["q.jpg", "q.jpg"], ["a.jpg", "b.jpg", "c.jpg"], ranking)
+
+
+def test_chance_levels_of_the_embedded_default_are_the_readmes():
+    from clipsearch.metrics import chance_levels
+
+    chance = chance_levels([5] * 1000, 10)
+    assert chance["tr1"] == pytest.approx(0.1) and chance["ir1"] == pytest.approx(0.1)
+    assert chance["acc1"] == 10 and chance["objective"] == pytest.approx(3.4)
+
+
+def test_chance_levels_follow_the_data_evaluated_on():
+    from clipsearch.metrics import chance_levels
+
+    chance = chance_levels([1] * 90, 3)  # 90 retrieval images of one caption, 3 classes
+    assert chance["tr1"] == pytest.approx(100 / 90) and chance["acc1"] == pytest.approx(100 / 3)
+    assert chance["objective"] == pytest.approx((200 / 90 + 100 / 3) / 3)

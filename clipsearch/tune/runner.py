@@ -197,7 +197,7 @@ def _run_config(state: dict):
         # snapshot no longer names (Tune's num_to_keep=1 deleted the one it still named: see there)
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"]),
-                   ProgressLines(state["phase"], state["metric"], _epochs(state)), PruneFinished(),
+                   ProgressLines(state["phase"], state["metric"], _epochs(state), _trial_count(state)), PruneFinished(),
                    DropSnapshotOlderCheckpoints()],
     )
 
@@ -233,6 +233,17 @@ def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
     report_after_run(plan.phase_dir)  # report.html, importance.json, PNGs; logged to the parent run
     errored = sum(r.status == "ERROR" for r in records)
     return Outcome(plan.phase, plan.phase_dir, best, len(records), errored, time.time() - started)
+
+
+def _trial_count(state: dict) -> int:
+    """The trials the phase will run: num_samples, times the cells of its grid if it has one."""
+    grid = state.get("grid")
+    if grid is None:
+        return state["num_samples"]
+    cells = 1
+    for values in [grid.get("optimizer"), grid.get("loss"), *grid["axes"].values()]:
+        cells *= len(values) if values else 1
+    return cells * state["num_samples"]
 
 
 def _epochs(state: dict) -> int:
