@@ -118,22 +118,64 @@ class BalancedBatches:
 
 
 def check_balanced(data: ImageTextSet, batch_size: int, n: int) -> int:
-    """k for a balanced batch of `batch_size` = k x n; InputError when it cannot be drawn."""
-    classes = len(np.unique(data.labels))
-    if batch_size > len(data):
-        raise InputError(f"a batch of k x n = {batch_size} images is larger than the {len(data)} training images",
-                         where="train.batch_size", fix=f"use train.batch_size <= {len(data)}")
+    """k for a balanced batch of `batch_size` = k x n; InputError when it cannot be drawn.
+
+    The fix an error suggests passes every check here at once (it is searched for with the same
+    checks), so following it cannot run into the next check.
+    """
+    classes, images = len(np.unique(data.labels)), len(data)
+    problem = _balanced_problem(batch_size, n, classes, images)
+    if problem is not None:
+        what, where = problem
+        raise InputError(what, where=where, fix=_balanced_fix(batch_size, n, classes, images))
+    return batch_size // n
+
+
+def _balanced_problem(batch_size: int, n: int, classes: int, images: int) -> tuple[str, str] | None:
+    """(what is wrong, the key to change) when k x n = batch_size cannot be drawn, else None."""
+    if batch_size > images:
+        return (f"a batch of k x n = {batch_size} images is larger than the {images} training images",
+                "train.batch_size")
     if batch_size % n:
-        raise InputError(f"train.batch_size {batch_size} is not k x n for n = image.images_per_class {n}",
-                         where="train.batch_size", fix=f"use a multiple of {n}, e.g. {max(2, batch_size // n) * n}")
-    k = batch_size // n
-    if k > classes:
-        raise InputError(f"k = train.batch_size / image.images_per_class = {k} classes per batch, but the data "
-                         f"has {classes}", where="image.images_per_class",
-                         fix=f"raise image.images_per_class to >= {-(-batch_size // classes)} or lower train.batch_size")
-    if k * n < 2:
-        raise InputError("a balanced batch needs at least 2 images", where="train.batch_size", fix="use >= 2")
-    return k
+        return f"train.batch_size {batch_size} is not k x n for n = image.images_per_class {n}", "train.batch_size"
+    if batch_size // n > classes:
+        return (f"k = train.batch_size / image.images_per_class = {batch_size // n} classes per batch, but the "
+                f"data has {classes}", "image.images_per_class")
+    if batch_size < 2:
+        return "a balanced batch needs at least 2 images", "train.batch_size"
+    return None
+
+
+def _balanced_fix(batch_size: int, n: int, classes: int, images: int) -> str:
+    """The nearest n for this batch size and the nearest batch size for this n that pass every
+    check, or, when neither key alone can, the largest batch size up to this one with its nearest
+    n. Batches of k >= 2 classes are preferred: a batch of one class has no negatives."""
+    def ok(b: int, m: int) -> bool:
+        return _balanced_problem(b, m, classes, images) is None
+
+    def nearest_n(b: int) -> int | None:
+        fits = [m for m in range(1, b + 1) if ok(b, m)]
+        return min(fits, key=lambda m: (b // m < 2, abs(m - n), m), default=None)
+
+    options = []  # (batch size, n, the settings to write)
+    if (m := nearest_n(batch_size)) is not None:
+        options.append((batch_size, m, f"image.images_per_class={m}"))
+    sizes = [b for b in range(n, min(images, classes * n) + 1, n) if ok(b, n)]
+    if sizes:
+        b = min(sizes, key=lambda b: (b // n < 2, abs(b - batch_size), -b))
+        options.append((b, n, f"train.batch_size={b}"))
+    if not options:
+        b = next((b for b in range(min(batch_size, images), 1, -1) if nearest_n(b) is not None), None)
+        if b is None:
+            return f"the training split has {images} image(s) in {classes} class(es): give it at least 2 images"
+        options.append((b, nearest_n(b), f"train.batch_size={b} and image.images_per_class={nearest_n(b)}"))
+    if any(b // m >= 2 for b, m, _ in options):
+        options = [option for option in options if option[0] // option[1] >= 2]
+    return "set " + ", or ".join(f"{keys} (k x n = {_classes(b // m)} x {m} images)" for b, m, keys in options)
+
+
+def _classes(k: int) -> str:
+    return f"{k} class" if k == 1 else f"{k} classes"
 
 
 def _batch(data: ImageTextSet, idx: np.ndarray, augment: ViewAugment, generator: torch.Generator) -> ImageBatch:
