@@ -36,6 +36,15 @@ class DataConfig(Section):
     val_source: str = Field("embedded", description="'embedded' or a COCO-style captions file for retrieval")
     val_image_root: str | None = None
     zeroshot_source: str = Field("embedded", description="'embedded' (scikit-learn's 8x8 digits) or an ImageFolder tree")
+    zeroshot_classnames: str = Field(
+        "auto", description="class names of an ImageFolder zeroshot_source: folders (the folder names); imagenet "
+        "(folders named by WordNet id, n01440764 -> tench: ImageNet's names as OpenAI's CLIP wrote them); auto "
+        "(imagenet when every folder is an ImageNet-1k WordNet id, else folders); or a UTF-8 text file, one name "
+        "a line in sorted folder order, or FOLDER<TAB>NAME lines")
+    zeroshot_templates: str = Field(
+        "auto", description="zero-shot prompt templates: generic (4, 'a photo of a {}.'); openai (CLIP's 80 "
+        "ImageNet templates); simple (CLIP's 7 of them); auto (generic for a folder, the digits' own for "
+        "'embedded'); or a UTF-8 text file, one template a line, each with one {} for the class name")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="deterministic class-stratified share of the training set")
     image_size: int = Field(224, ge=8, le=1024)
     max_text_length: int = Field(32, ge=4, le=512)

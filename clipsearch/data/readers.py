@@ -17,6 +17,8 @@ Accepted inputs (`load_image_text_set` picks the reader from the path):
   + optional KEY.json): a .tar path, a brace pattern (shards/{00000..00009}.tar), a glob, a
   folder of .tar files, or a list of these.
 - An ImageFolder tree root/<class>/**/<image> (ImageNet val layout): `load_image_folder_set`.
+  Class names are the folder names, ImageNet's names for folders named by WordNet id, or the
+  lines of a class-name file (`folder_class_names`).
 
 Text files must be UTF-8 (a byte-order mark is allowed). A file in another encoding is
 refused with the line of the first bad byte rather than read as latin-1: latin-1 decodes any
@@ -28,10 +30,12 @@ Every mistake a user can fix raises `InputError` naming the file (and row, key o
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import itertools
 import json
 import os
+import re
 import tarfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -55,6 +59,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 #: image members of a webdataset sample, in order of preference when a key has several
 WEBDATASET_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
+#: an ImageNet class folder's name in the val layout: a WordNet noun id, e.g. n01440764
+WORDNET_ID = re.compile(r"n\d{8}")
 
 PathLike = Union[str, os.PathLike]
 
@@ -157,13 +163,16 @@ def load_image_folder_set(
     on_corrupt: str = "error",
     progress: bool = True,
     min_classes: int = 1,
+    class_names: str = "folders",
 ) -> ImageTextSet:
     """An ImageFolder tree root/<class>/**/<image> as an ImageTextSet.
 
-    labels: int64 class ids in sorted class-folder order; class_names: the folder names;
+    labels: int64 class ids in sorted class-folder order; class_names: each folder's name as
+    `class_names` says (`folder_class_names`: "folders", "imagenet", "auto" or a file);
     captions: [class name] per image (prompts are the caller's business).
     """
-    paths, labels, class_names = read_image_folder(root, min_classes)
+    paths, labels, folders = read_image_folder(root, min_classes)
+    class_names = folder_class_names(folders, class_names)
     captions = [[class_names[label]] for label in labels]
     return _decode_set(paths, captions, Path(root), image_size, cache_dir, on_corrupt, progress,
                        labels=labels, class_names=class_names)
@@ -492,15 +501,7 @@ def read_image_folder(
     followed, but each real folder is read once, so a link loop cannot hang the walk.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise InputError("not a folder" if root.exists() else "folder not found",
-                         where=str(root), fix="pass the root of a root/<class>/<image> tree")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if len(class_dirs) < max(1, min_classes):
-        raise InputError(
-            f"found {len(class_dirs)} class folders, need at least {max(1, min_classes)}",
-            where=str(root), fix="arrange images as root/<class name>/<image>.jpg",
-        )
+    class_dirs = image_folder_classes(root, min_classes)
     root_identity = _identity(root)
     paths, labels = [], []
     for label, class_dir in enumerate(class_dirs):
@@ -513,6 +514,21 @@ def read_image_folder(
         paths += files
         labels += [label] * len(files)
     return paths, np.asarray(labels, dtype=np.int64), [d.name for d in class_dirs]
+
+
+def image_folder_classes(root: PathLike, min_classes: int = 1) -> list[Path]:
+    """The class folders of an ImageFolder tree: root's non-hidden sub-folders, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("not a folder" if root.exists() else "folder not found",
+                         where=str(root), fix="pass the root of a root/<class>/<image> tree")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(class_dirs) < max(1, min_classes):
+        raise InputError(
+            f"found {len(class_dirs)} class folders, need at least {max(1, min_classes)}",
+            where=str(root), fix="arrange images as root/<class name>/<image>.jpg",
+        )
+    return class_dirs
 
 
 def _image_files_under(folder: Path, seen: set[tuple[int, int]]) -> list[str]:
@@ -535,6 +551,96 @@ def _identity(folder: PathLike) -> tuple[int, int]:
 
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+# --------------------------------------------------------------------------- class names
+
+
+def folder_class_names(folders: Sequence[str], spec: str, key: str = "data.zeroshot_classnames") -> list[str]:
+    """The class name of each class folder, as `spec` says.
+
+    "folders": the folder names; "imagenet": ImageNet's class names of folders named by WordNet
+    id, as ImageNet's val layout names them (n01440764 -> tench); "auto": imagenet when every
+    folder is an ImageNet-1k WordNet id, else folders; anything else: a class-name file
+    (`read_class_name_file`). `key` is the setting that messages name.
+    """
+    if spec == "folders":
+        return list(folders)
+    if spec not in ("auto", "imagenet"):
+        return read_class_name_file(spec, folders, key)
+    # the pattern first: folders that cannot be WordNet ids need no look-up (and no imports)
+    unknown = [f for f in folders if not WORDNET_ID.fullmatch(f) or f not in imagenet_class_names()]
+    if not unknown:
+        return [imagenet_class_names()[f] for f in folders]
+    if spec == "auto":
+        return list(folders)
+    raise InputError(
+        f"{len(unknown)} of {len(folders)} class folders are not ImageNet-1k WordNet ids "
+        f"(first: {unknown[0]!r})", where=f"{key}=imagenet",
+        fix=f"name the folders by WordNet id (n01440764), or set {key}=folders or a class-name file",
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_names() -> dict[str, str]:
+    """ImageNet-1k's WordNet id -> class name, for its 1,000 classes.
+
+    The ids are timm's ImageNet-1k synsets, sorted: the class index order of ImageNet
+    classifiers (torchvision's ImageFolder order of the train and val folders). The names are
+    open_clip's IMAGENET_CLASSNAMES, the names OpenAI's CLIP wrote for zero-shot ImageNet
+    ("tench", "kite (bird of prey)"), in that index order. Both ship inside installed wheels.
+    """
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    from timm.data import ImageNetInfo
+
+    wnids = ImageNetInfo("imagenet-1k").label_names()
+    if len(wnids) != len(IMAGENET_CLASSNAMES) or wnids != sorted(wnids):
+        raise RuntimeError(f"timm's {len(wnids)} ImageNet-1k ids do not line up with open_clip's "
+                           f"{len(IMAGENET_CLASSNAMES)} class names: check the installed versions")
+    return dict(zip(wnids, IMAGENET_CLASSNAMES))
+
+
+def read_class_name_file(path: PathLike, folders: Sequence[str], key: str) -> list[str]:
+    """Class names from a UTF-8 text file: one name a line in sorted class-folder order, or
+    FOLDER<TAB>NAME lines (timm's imagenet_synset_to_lemma.txt is one) naming every folder."""
+    lines = read_setting_file(path, key, "auto, folders, imagenet")
+    where = f"{key}={path}"
+    tabbed = ["\t" in text for _, text in lines]
+    if any(tabbed) and not all(tabbed):
+        number = lines[tabbed.index(False)][0]
+        raise InputError("mixes FOLDER<TAB>NAME lines with plain names", where=f"{where} line {number}",
+                         fix="write every line as FOLDER<TAB>NAME, or every line as a name alone")
+    if not all(tabbed):
+        if len(lines) != len(folders):
+            raise InputError(
+                f"{len(lines)} class names for {len(folders)} class folders", where=where,
+                fix=f"write one name a line in sorted folder order (first folder: {folders[0]}), "
+                    "or FOLDER<TAB>NAME lines")
+        return [text for _, text in lines]
+    names = {folder.strip(): name.strip() for folder, _, name in (text.partition("\t") for _, text in lines)}
+    missing = [folder for folder in folders if not names.get(folder)]
+    if missing:
+        raise InputError(f"no name for class folder {missing[0]!r} ({len(missing)} of {len(folders)} "
+                         "folders unnamed)", where=where, fix="add a FOLDER<TAB>NAME line for each class folder")
+    return [names[folder] for folder in folders]
+
+
+def read_setting_file(path: PathLike, key: str, keywords: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of each non-blank line of the UTF-8 text file a setting
+    names; `keywords` are the setting's other values, for the message when there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{os.fspath(path)!r} is none of {keywords}, and no such file", where=key,
+                         fix=f"use one of {keywords}, or the path of a UTF-8 text file")
+    with _open_text(path) as handle:
+        try:
+            lines = [(number, line.strip()) for number, line in enumerate(handle, start=1) if line.strip()]
+        except UnicodeDecodeError:
+            error = _encoding_error(path)
+            raise InputError(error.what, where=f"{key}={path}", fix=error.fix) from None
+    if not lines:
+        raise InputError("the file is empty", where=f"{key}={path}", fix="write one entry a line")
+    return lines
 
 
 # --------------------------------------------------------------------------- webdataset
