@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..hparams import Param, resolve_params
 from .base import ContrastiveLoss, LossInfo
 from .ce import CrossEntropyLoss
-from .clip import ClipLoss
+from .clip import ClipLoss, learnable_temperature_problem
 from .isogclr import ISogCLRLoss, ISogCLRV2Loss, temperature_range_problem
 from .sogclr import SogCLRLoss
 from .supcon import NTXentLoss, SupConLoss
@@ -59,6 +59,7 @@ register(LossInfo(
         "temperature": _temperature(0.01),
         "learnable_temperature": Param(0.0, low=0.0, high=1.0, help="1: learn tau as open_clip's logit_scale"),
     },
+    checks=(learnable_temperature_problem,),
 ))
 
 
