@@ -27,8 +27,11 @@ the default range [0.005, 0.05] in a handful of visits.
   - the negatives contrast the raw similarity: A_ij = S_ij / tau_i and the loss term is
     mean_i sum_j w_ij S_ij / (B - 1);
   - a positive-pair DRO term with a scalar moving average:
-        p_i = -2 S_ii / lambda,  b+ <- max(b+, max_i p_i),  e_i = exp(p_i - b+)
+        p_i = -2 S_ii / lambda,  b+ <- the log-scale of the step,  e_i = exp(p_i - b+)
         r <- (1 - gamma) r exp(b+_old - b+) + gamma mean(e)      (r = mean(e) the first time)
+    (b+ is re-based at each step as sogclr's b is, see `rebased_moving_average`: the spec's running
+    max would let r and e underflow together to 0 / 0 once p falls ~100 below its past max,
+    possible for lambda < 0.04)
         L = L_neg + mean_i [-2 (e_i / r) S_ii]
   - G_i is not clipped.
 
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import torch
 
-from .sogclr import SIDES, GlobalContrastiveLoss
+from .sogclr import SIDES, GlobalContrastiveLoss, rebased_moving_average
 
 #: |G_i| is clipped to this in isogclr (one noisy batch must not throw a temperature to a bound)
 TEMPERATURE_GRADIENT_CLIP = 5.0
@@ -153,14 +156,12 @@ class ISogCLRV2Loss(ISogCLRLoss):
         return self._positive_term(S.diagonal()), diagnostics
 
     def _positive_term(self, positive: torch.Tensor) -> torch.Tensor:
-        """mean_i -2 (e_i / r) S_ii, updating the scalar moving average r and its running max b+."""
+        """mean_i -2 (e_i / r) S_ii, updating the scalar moving average r (held as r exp(b_pos))."""
         p = -2.0 * positive.detach() / self.lambda_
-        b_new = torch.where(self.r_seen, torch.maximum(self.b_pos, p.max()), p.max())
-        e = torch.exp(p - b_new)
-        decayed = (1.0 - self.gamma) * self.r * torch.exp(torch.where(self.r_seen, self.b_pos, b_new) - b_new)
-        r_new = torch.where(self.r_seen, decayed + self.gamma * e.mean(), e.mean())
+        # the same re-based update as u: r lies in [1, 2], so e / r cannot underflow to 0 / 0
+        average = rebased_moving_average(self.r, self.b_pos, self.r_seen, p, self.gamma)
         with torch.no_grad():
-            self.r.copy_(r_new)
-            self.b_pos.copy_(b_new)
+            self.r.copy_(average.u)
+            self.b_pos.copy_(average.b)
             self.r_seen.fill_(True)
-        return (-2.0 * (e / r_new) * positive).mean()
+        return (-2.0 * (average.E / average.u) * positive).mean()
