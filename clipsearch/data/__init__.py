@@ -98,7 +98,8 @@ def read_template_file(path: str, key: str = "data.zeroshot_templates") -> list[
 
 
 def check_sources(data_cfg) -> None:
-    """Fail fast, before models are built, on data paths that do not exist."""
+    """Fail fast, before models are built, on data paths that do not exist and zero-shot class
+    names or templates that cannot be used."""
     from ..errors import InputError
 
     for key in ("source", "val_source", "zeroshot_source"):
