@@ -41,9 +41,9 @@ from .. import tracking
 from ..bench.common import environment, write_result
 from .phases import PHASES, Options, grid_plan, resumed_plan, run_or_keep, run_protocol
 from .results import TRIALS_CSV, read_trials_csv
-from .space import load_space
+from .space import SHIPPED_SPACES, load_space
 
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces" / "bench_search"
+SPACES = SHIPPED_SPACES / "bench_search"
 GRID = "grid"
 #: the keys both searches turn
 SEARCHED = ("loss.name", "optimizer.name", "optimizer.lr")

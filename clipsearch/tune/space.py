@@ -67,6 +67,8 @@ PATH_KEYS = ("data.source", "data.image_root", "data.val_source", "data.val_imag
              "data.zeroshot_source", "data.cache_dir", "model.image_weights", "model.text_weights",
              "retrieval.query", "retrieval.gallery", "retrieval.labels")
 _MAX_COMBINATIONS = 5000
+#: the space files that ship inside the package (in a checkout, a link to search_spaces/)
+SHIPPED_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
 @dataclass(frozen=True)
@@ -383,7 +385,7 @@ def absolute_paths(values: dict[str, Any], root: Path) -> dict[str, Any]:
 
 def default_space_path(phase: str, quick: bool, folder: Path | None = None) -> Path:
     """search_spaces/PHASE.yaml, or PHASE_quick.yaml for --quick."""
-    folder = folder or Path(__file__).resolve().parents[2] / "search_spaces"
+    folder = folder or SHIPPED_SPACES
     return folder / f"{phase}{'_quick' if quick else ''}.yaml"
 
 
