@@ -33,9 +33,16 @@ class DataConfig(Section):
     source: str = Field("embedded", description="'embedded' (MNIST 5,000 with measured captions) or a "
                         "caption file (JSON, JSONL, CSV), webdataset shards (a .tar, a folder or a brace pattern)")
     image_root: str | None = Field(None, description="folder the caption file's image paths are relative to")
-    val_source: str = Field("embedded", description="'embedded' or a COCO-style captions file for retrieval")
-    val_image_root: str | None = None
-    zeroshot_source: str = Field("embedded", description="'embedded' (scikit-learn's 8x8 digits) or an ImageFolder tree")
+    val_source: str | None = Field(
+        None, description="a COCO-style captions file for retrieval, or 'embedded' (the held-out MNIST 1,000); "
+        "unset: 'embedded' when data.source is, else the last data.val_fraction of data.source's images, held "
+        "out from training")
+    val_image_root: str | None = Field(None, description="folder the val_source file's image paths are relative to")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of a user's data.source held out for "
+                                "retrieval when data.val_source is unset: the file's last images, never trained on")
+    zeroshot_source: str | None = Field(
+        None, description="an ImageFolder tree, or 'embedded' (scikit-learn's 8x8 digits); unset: 'embedded' "
+        "when data.source is; with a user's data.source it must be given (the objective needs ACC@1)")
     zeroshot_classnames: str = Field(
         "auto", description="class names of an ImageFolder zeroshot_source: folders (the folder names); imagenet "
         "(folders named by WordNet id, n01440764 -> tench: ImageNet's names as OpenAI's CLIP wrote them); auto "

@@ -188,7 +188,7 @@ def _setup_for(cfg: Config) -> Callable[[Config, torch.device], Setup]:
 
 def image_text_setup(cfg: Config, device: torch.device) -> Setup:
     """CLIP-style training: a dual encoder on image-caption pairs, retrieval + zero-shot evaluation."""
-    check_sources(cfg.data)
+    check_sources(cfg.data, image_text=True)
     train_set = load_training_set(cfg.data)
     eval_sets = load_eval_sets(cfg.data)
     model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
