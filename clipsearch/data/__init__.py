@@ -161,19 +161,19 @@ def read_template_file(path: str, key: str = "data.zeroshot_templates") -> list[
 
 def check_sources(data_cfg, image_text: bool = False) -> None:
     """Fail fast, before models are built, on data paths that do not exist and zero-shot class
-    names or templates that cannot be used; with `image_text`, first on evaluation sets that do
+    names or templates that cannot be used; with `image_text`, also on evaluation sets that do
     not go with data.source (`check_eval_sources`: the image-only task shares data.source but
     has no retrieval or zero-shot set)."""
     from ..errors import InputError
 
-    if image_text:
-        check_eval_sources(data_cfg)
     for key in ("source", "val_source", "zeroshot_source"):
         value = getattr(data_cfg, key)
         if value is not None and value != EMBEDDED and not any(ch in value for ch in "{*") \
                 and not Path(value).exists():
             raise InputError(f"data file not found: {value}", where=f"data.{key}",
                              fix=f"give an existing path, or '{EMBEDDED}' for the built-in digits")
+    if image_text:
+        check_eval_sources(data_cfg)
     check_zeroshot_naming(data_cfg)
 
 
