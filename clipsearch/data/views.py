@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .batches import to_float_images
+from .batches import IMAGENET, ImagePreprocess, check_image_size, to_float_images
 from .imageset import ImageTextSet
 
 
@@ -36,13 +36,15 @@ class ImageBatch:
 
 
 class ViewAugment:
-    """Random views of normalised float images (B, 3, S, S) -> (B, V, 3, S, S)."""
+    """Random views of uint8 images (B, S, S, 3) -> normalised float (B, V, 3, S, S), normalised
+    with the image tower's `preprocess` (ImageEncoder.image_preprocess)."""
 
     def __init__(self, image_size: int, views: int, crop_scale: float, flip: float, jitter: float,
-                 grayscale: float, enabled: bool = True):
+                 grayscale: float, enabled: bool = True, preprocess: ImagePreprocess = IMAGENET):
         from torchvision.transforms import v2
 
-        self.views, self.enabled = views, enabled
+        check_image_size(preprocess, image_size)
+        self.views, self.enabled, self.preprocess = views, enabled, preprocess
         steps = [v2.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True)]
         if flip > 0:
             steps.append(v2.RandomHorizontalFlip(flip))
@@ -55,7 +57,7 @@ class ViewAugment:
 
     def __call__(self, uint8_images: np.ndarray, generator: torch.Generator) -> torch.Tensor:
         if not self.enabled:
-            return to_float_images(uint8_images)[:, None].expand(-1, self.views, -1, -1, -1)
+            return to_float_images(uint8_images, self.preprocess)[:, None].expand(-1, self.views, -1, -1, -1)
         x = torch.tensor(np.asarray(uint8_images)).permute(0, 3, 1, 2)  # a copy: memmaps are read-only
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
@@ -63,7 +65,8 @@ class ViewAugment:
             # v2's colour ops expect uint8 or [0, 1] floats: augment uint8, normalise after
             out = torch.stack([torch.stack([self.transform(img) for _ in range(self.views)]) for img in x])
         b, v = out.shape[:2]
-        return to_float_images(out.view(b * v, *out.shape[2:]).permute(0, 2, 3, 1)).view(b, v, *out.shape[2:])
+        flat = out.view(b * v, *out.shape[2:]).permute(0, 2, 3, 1)
+        return to_float_images(flat, self.preprocess).view(b, v, *out.shape[2:])
 
 
 class ShuffledBatches:
