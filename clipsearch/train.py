@@ -199,7 +199,7 @@ def image_text_setup(cfg: Config, device: torch.device) -> Setup:
     if model.text_tower_frozen:
         text_bank.features = frozen_text_features(model, text_bank.tokens, cfg.data.cache_dir,
                                                   cfg.eval.batch_size, device)
-    batches = PairBatches(train_set, text_bank, cfg.train.batch_size, cfg.data.augment)
+    batches = PairBatches(train_set, text_bank, cfg.train.batch_size, cfg.data.augment, model.image_preprocess)
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(train_set)).to(device)
     evaluator = Evaluator(eval_sets, tokenize, device, cfg.eval.batch_size, cfg.data.cache_dir)
     return Setup(model, batches, loss_fn, evaluator, pair_step, len(train_set), len(train_set.skipped))
@@ -314,7 +314,7 @@ class Evaluator:
     def _images(self, model, images) -> torch.Tensor:
         chunks = []
         for i in range(0, len(images), self.batch_size):
-            x = to_float_images(images[i:i + self.batch_size]).to(self.device)
+            x = to_float_images(images[i:i + self.batch_size], model.image_preprocess).to(self.device)
             chunks.append(model.encode_image(x).float().cpu())
         return torch.cat(chunks)
 

@@ -115,3 +115,111 @@ def test_saved_trainable_weights_load_into_a_model_built_from_the_same_config():
     incomplete = {k: v for k, v in trainable_state(trained).items() if k != "text_proj.weight"}
     with pytest.raises(ValueError, match="text_proj.weight"):
         load_trainable_state(fresh, incomplete)
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+def test_each_tower_is_normalised_with_its_own_librarys_statistics(tiny_open_clip):
+    import open_clip
+
+    from clipsearch.models import build_dual_encoder, image_preprocess
+
+    clip_tower, _ = build_image_tower(f"open_clip:{tiny_open_clip}")
+    clip = image_preprocess(clip_tower)
+    assert clip.mean == open_clip.OPENAI_DATASET_MEAN and clip.std == open_clip.OPENAI_DATASET_STD
+    assert (clip.size, clip.fixed_size, clip.interpolation) == (32, True, "bicubic")
+    timm_tower, _ = build_image_tower("timm:test_resnet")
+    own = image_preprocess(timm_tower)  # timm's record for test_resnet.r160_in1k
+    assert (own.mean, own.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert (own.size, own.fixed_size, own.interpolation) == (160, False, "bilinear")
+    model, _ = build_dual_encoder(quick_model_config(), 16)
+    assert model.image_preprocess == own
+
+
+# ------------------------------------------------------------------------------ weights by name
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty HF hub cache (and torch hub folder) for this test; put(repo, file, save) fills it
+    in the hub's own layout, as `hf download` would."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def put(repo_id: str, filename: str, save) -> None:
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        commit = "0" * 40
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        save(repo / "snapshots" / commit / filename)
+
+    return put
+
+
+@pytest.mark.parametrize("spec, weights, download", [
+    ("open_clip:ViT-B-32", "laion2b_s34b_b79k", "hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+    ("open_clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None, "hf download laion/CLIP-ViT-B-32"),
+    ("timm:resnet50.a1_in1k", "pretrained", "hf download timm/resnet50.a1_in1k"),
+])
+def test_named_weights_not_in_the_cache_fail_at_once_saying_how_to_download(hub_cache, spec, weights, download):
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="not in the local cache") as error:
+        build_image_tower(spec, weights)
+    assert time.perf_counter() - started < 5
+    assert download in str(error.value) and error.value.where in ("model.image_weights", "model.image_tower")
+
+
+def test_an_unknown_open_clip_tag_names_the_known_ones(tiny_open_clip):
+    with pytest.raises(InputError, match="laion2b_s34b_b79k"):
+        build_image_tower("open_clip:ViT-B-32", "laion2b_s34b_b79")
+
+
+def test_an_open_clip_tag_in_the_local_cache_loads_offline_with_its_preprocessing(tiny_open_clip, hub_cache,
+                                                                                   monkeypatch):
+    import open_clip
+
+    from clipsearch.models import image_preprocess
+
+    tag = {"hf_hub": "clipsearch-test/tiny-clip/", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
+           "interpolation": "bicubic", "resize_mode": "shortest"}
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, tiny_open_clip, {"cached": tag})
+    torch.manual_seed(3)
+    saved = open_clip.create_model(tiny_open_clip)
+    hub_cache("clipsearch-test/tiny-clip", "open_clip_pytorch_model.bin", lambda p: torch.save(saved.state_dict(), p))
+    tower, _ = build_image_tower(f"open_clip:{tiny_open_clip}", "cached")
+    text = build_text_tower(f"open_clip:{tiny_open_clip}", "cached")
+    for name, value in saved.visual.state_dict().items():
+        assert torch.equal(tower.state_dict()[name], value), name
+    assert torch.equal(text.module.model.token_embedding.weight, saved.token_embedding.weight)
+    assert (image_preprocess(tower).mean, image_preprocess(tower).std) == (tag["mean"], tag["std"])
+
+
+def test_an_open_clip_hub_repo_in_the_local_cache_loads_offline(tiny_open_clip, hub_cache):
+    import open_clip
+
+    from clipsearch.models import image_preprocess
+
+    torch.manual_seed(4)
+    saved = open_clip.create_model(tiny_open_clip)
+    config = {"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}}
+    hub_cache("clipsearch-test/tiny-hub", "open_clip_config.json", lambda p: p.write_text(json.dumps(config)))
+    hub_cache("clipsearch-test/tiny-hub", "open_clip_pytorch_model.bin", lambda p: torch.save(saved.state_dict(), p))
+    tower, _ = build_image_tower("open_clip:hf-hub:clipsearch-test/tiny-hub")
+    text = build_text_tower("open_clip:hf-hub:clipsearch-test/tiny-hub")
+    assert torch.equal(tower.conv1.weight, saved.visual.conv1.weight)
+    assert image_preprocess(tower).mean == (0.1, 0.2, 0.3) and image_preprocess(tower).std == (0.4, 0.5, 0.6)
+    assert text.tokenize(["a red square"])["input_ids"].shape == (1, 16)
+
+
+def test_timm_pretrained_weights_in_the_local_cache_load_offline(hub_cache):
+    import timm
+
+    torch.manual_seed(5)
+    saved = timm.create_model("test_resnet")  # with its classifier, as the hub's copy
+    hub_cache("timm/test_resnet.r160_in1k", "pytorch_model.bin", lambda p: torch.save(saved.state_dict(), p))
+    tower, _ = build_image_tower("timm:test_resnet", "pretrained")
+    for name, value in tower.state_dict().items():
+        assert torch.equal(value, saved.state_dict()[name]), name
