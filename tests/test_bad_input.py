@@ -54,7 +54,9 @@ DIR_LOOP = ("symlink", ".")            # a folder link back to its parent: a loo
 
 def data_case(source_key: str, file_name: str, content, named: str, *more_files, extra=()) -> tuple:
     files = {**IMAGES, file_name: content, **dict(more_files)}
-    return ("data file", [*TRAIN, "--set", f"data.{source_key}={file_name}", *extra], files, named)
+    # the user's own pairs need a zero-shot set (none given is bad input of its own): the digits
+    zeroshot = [] if source_key == "zeroshot_source" else ["--set", "data.zeroshot_source=embedded"]
+    return ("data file", [*TRAIN, "--set", f"data.{source_key}={file_name}", *zeroshot, *extra], files, named)
 
 
 # id: (category, argv, files to lay down in the case's folder, text the one line must hold)
