@@ -39,6 +39,8 @@ Report = Callable[[dict, Path | None], None]
 CHECKPOINT_FILE = "state.pt"
 #: the checkpoint before the latest: what a run resumes from when state.pt is truncated or lost
 PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
+#: what train() reports of its own wall time each epoch: the only keys two equal runs differ in
+TIMING_KEYS = ("epoch_seconds", "train_seconds", "eval_seconds")
 log = logging.getLogger(__name__)
 
 

@@ -15,7 +15,7 @@ from clipsearch.data.imageset import ImageTextSet
 from clipsearch.data.views import BalancedBatches, ViewAugment
 from clipsearch.errors import InputError
 from clipsearch.imagetask import final_scores
-from clipsearch.train import train
+from clipsearch.train import TIMING_KEYS, train
 
 TINY = ["data.fraction=0.1", "train.batch_size=32", "train.epochs=2", "train.threads=1", "eval.batch_size=512",
         "image.flip=0", "train.max_steps_per_epoch=3", "image.images_per_class=4"]
@@ -54,7 +54,7 @@ def test_supcon_resumed_after_epoch_one_ends_like_an_unbroken_run(tmp_path):
     with pytest.raises(Crash):
         train(tiny("supcon"), report=crash, run_dir=tmp_path / "broken")
     resumed = train(tiny("supcon"), run_dir=tmp_path / "broken", resume_from=tmp_path / "broken" / "checkpoint")
-    for key in ("epoch_seconds", "train_seconds", "eval_seconds"):  # wall times: the only keys that may differ
+    for key in TIMING_KEYS:  # wall times: the only keys that may differ
         unbroken.pop(key), resumed.pop(key)
     assert resumed == unbroken
 
@@ -84,7 +84,7 @@ def test_the_test_split_never_reaches_training_or_model_selection(monkeypatch):
 
     monkeypatch.setattr(labelled, "mnist_labelled_splits", poisoned)
     dirty = train(tiny("ce"))
-    for key in ("epoch_seconds", "train_seconds", "eval_seconds"):
+    for key in TIMING_KEYS:
         clean.pop(key), dirty.pop(key)
     assert dirty == clean
 

@@ -6,17 +6,13 @@ import pytest
 import torch
 
 from clipsearch.config import load_config
-from clipsearch.train import NonFiniteLossError, train
+from clipsearch.train import TIMING_KEYS, NonFiniteLossError, train
 
 TINY = ["data.fraction=0.1", "train.batch_size=32", "train.epochs=3", "train.threads=1", "eval.batch_size=1024"]
 
 
-#: what train() reports of its own wall time: the only keys two equal runs may differ in
-TIMINGS = ("epoch_seconds", "train_seconds", "eval_seconds")
-
-
 def without_timings(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in TIMINGS}
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
 
 
 def tiny(*more):
@@ -66,7 +62,7 @@ def test_run_stopped_after_epoch_k_and_resumed_ends_like_an_unbroken_run(tmp_pat
                     resume_from=tmp_path / "broken" / "checkpoint")
     if loss == "isogclr":
         assert resumed["loss_tau_max"] > resumed["loss_tau_min"]  # the state is not trivial
-    drop = set(TIMINGS)
+    drop = set(TIMING_KEYS)
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in unbroken.items() if k not in drop}
 
 

@@ -89,11 +89,6 @@ class TextBank:
     def select(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         return trim_padding({key: value[rows] for key, value in self.tokens.items()})
 
-    def lengths(self) -> torch.Tensor | None:
-        """Real tokens per row (None for a tokenizer without an attention mask)."""
-        mask = self.tokens.get("attention_mask")
-        return None if mask is None else mask.sum(1)
-
 
 def trim_padding(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the trailing columns that are padding in every row (where an attention mask says
