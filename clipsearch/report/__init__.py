@@ -4,7 +4,7 @@
 - importance: fANOVA and PED-ANOVA through Optuna, at an epoch every compared trial reached
 - figures: the plotly figures, drawn from data's output
 - html: the page (plotly.js inlined once)
-- sources: reading a phase folder (trials.csv, best.json, phase.json, Ray's trial folders)
+- sources: reading a phase folder (trials.csv, best.json, phase.json, the per-trial histories)
 - pages: a phase's report and an experiment's; export: PNGs; to_mlflow: the parent run's artifacts
 
 Entry points: `write_phase_report(phase_dir)`, `write_experiment_report(exp_dir)`,

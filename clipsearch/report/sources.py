@@ -2,10 +2,12 @@
 
 - trials.csv, best.json, phase.json: the phase's own files (clipsearch.tune.results).
 - optuna.db (phases 1 and 3): the distributions the search space declared, read-only.
-- per-epoch histories: Ray Tune's record of each trial, `result.json` (one JSON object per
-  reported epoch) in the trial's folder under phase.json's `experiment_path` (results/EXP/
-  PHASE/ray by default), `progress.csv` where result.json is missing. A trial reported again
-  after a resume has the same epoch twice: the later report wins, as in the phase's ranking.
+- per-epoch histories: the phase's own history/trial_ID.jsonl (clipsearch.tune.results), which
+  the driver appends as results arrive; for phases run before it existed, Ray Tune's record of
+  each trial, `result.json` (one JSON object per reported epoch) in the trial's folder under
+  phase.json's `experiment_path` (results/EXP/PHASE/ray by default), `progress.csv` where
+  result.json is missing. A trial reported again after a resume has the same epoch twice: the
+  later report wins, as in the phase's ranking.
 - optional, for classification runs: `embeddings.npz` (arrays `embeddings` (n, d), `labels`
   (n,), optionally `class_names`) and `confusion_matrix.json` ({"class_names": [...],
   "matrix": [[...]]}, rows = true class), where a protocol writes them into the phase folder.
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tune.results import BEST_JSON, PHASE_JSON, TRIALS_CSV, read_json, read_trials_csv
+from ..tune.results import BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, read_history_file, read_json, read_trials_csv
 from .data import History, Row
 
 EMBEDDINGS, CONFUSION, OPTUNA_DB = "embeddings.npz", "confusion_matrix.json", "optuna.db"
@@ -65,7 +67,9 @@ def load_phase(phase_dir: Path) -> PhaseData:
     rows = read_trials_csv(phase_dir / TRIALS_CSV)
     state = _optional_json(phase_dir / PHASE_JSON) or {}
     best = _optional_json(phase_dir / BEST_JSON)
-    histories, where = read_histories(_experiment_path(phase_dir, state))
+    histories, where = read_own_histories(phase_dir / HISTORY_DIR)
+    if not histories:
+        histories, where = read_histories(_experiment_path(phase_dir, state))
     data = PhaseData(phase_dir, rows, state, best, histories, where, start_order(histories),
                      declared_distributions(phase_dir / OPTUNA_DB))
     _load_extras(data)
@@ -84,6 +88,13 @@ def _experiment_path(phase_dir: Path, state: dict) -> Path | str:
     if local.is_dir() or not named:
         return local
     return Path(named) if "://" not in named else named
+
+
+def read_own_histories(folder: Path) -> tuple[dict[str, History], str]:
+    """Each trial's reported epochs from the phase's history/ folder, by trial id."""
+    files = sorted(folder.glob("trial_*.jsonl")) if folder.is_dir() else []
+    histories = {path.stem.removeprefix("trial_"): _by_epoch(read_history_file(path)) for path in files}
+    return {k: v for k, v in histories.items() if v}, f"clipsearch's per-trial records in {folder}"
 
 
 def read_histories(experiment_path: Path | str) -> tuple[dict[str, History], str]:

@@ -267,11 +267,11 @@ def _above(best: float | None, other: float | None) -> bool:
 # ------------------------------------------------------------------------------ the result files
 
 def _grid_records(exp_dir: Path) -> list:
-    from .results import PHASE_JSON, read_json
+    from .results import HISTORY_DIR, PHASE_JSON, read_json
     from .runner import collect_records
 
     state = read_json(exp_dir / GRID / PHASE_JSON, "the grid's phase.json", "run clipsearch bench search again")
-    return collect_records(state["experiment_path"])
+    return collect_records(state["experiment_path"], exp_dir / GRID / HISTORY_DIR)
 
 
 def _protocol_stages(folder: Path) -> dict[str, dict]:

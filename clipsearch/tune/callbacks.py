@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from .. import tracking
 from ..config import flatten
+from .results import append_history
 
 _SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch", "should_checkpoint"}
 
@@ -116,6 +118,23 @@ def _duration(seconds: float) -> str:
 
 def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class TrialHistory(Callback):
+    """Every reported epoch of every trial, in the phase folder's history/ (results.py's
+    format): the history the ranking, trials.csv and the report are built from.
+
+    Tune's own progress.csv is not enough: when a trial is retried from a checkpoint, Tune
+    copies the trial's progress.csv from storage over the driver's newer copy, and the storage
+    copy is synced only every few seconds; an epoch reported just before the failure was then
+    lost from the trial's history (seen as a retried trial that reached epoch 1 listed with 0
+    epochs). These lines are appended as the results arrive and never copied back."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        append_history(self.folder, trial.trial_id, {k: v for k, v in result.items() if k != "config"})
 
 
 class PruneFinished(Callback):

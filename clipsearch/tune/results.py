@@ -6,8 +6,10 @@ columns, the metrics of its last epoch, best_epoch and the metrics of its best e
 `best_METRIC`, and the error of an errored trial.
 best.json: the best trial's config and metrics, what the next phase reads.
 phase.json: what the driver needs to resume the phase (settings, paths, the MLflow parent run).
+history/trial_ID.jsonl: every epoch a trial reported, one JSON object a line, appended by the
+driver as the results arrive (a retried trial may report an epoch again: the later line wins).
 
-All three are written to a temporary file beside the target and renamed into place, so a
+The first three are written to a temporary file beside the target and renamed into place, so a
 reader (or the next phase) never sees half a file, even if the driver dies mid-write.
 """
 
@@ -26,6 +28,7 @@ from ..errors import InputError
 from .ranking import RULE, Ranked, TrialRecord, rank_trials
 
 TRIALS_CSV, BEST_JSON, PHASE_JSON = "trials.csv", "best.json", "phase.json"
+HISTORY_DIR = "history"
 #: what train() reports that is bookkeeping rather than a result worth a column of its own
 _NOT_FINAL = {"best_objective", "best_epoch"}
 
@@ -63,6 +66,32 @@ def read_json(path: Path, what: str, fix: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ trials.csv
+
+def append_history(folder: Path, trial_id: str, row: dict) -> None:
+    """One reported epoch of a trial, appended to folder/trial_ID.jsonl and flushed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"trial_{trial_id}.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps(row, default=_jsonable) + "\n")
+
+
+def read_history(folder: Path, trial_id: str) -> list[dict]:
+    """The epochs append_history wrote for one trial, in the order they arrived (none: [])."""
+    return read_history_file(Path(folder) / f"trial_{trial_id}.jsonl")
+
+
+def read_history_file(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:  # a driver killed mid-write leaves at most its last line cut short
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
 
 def trial_rows(records: list[TrialRecord], ranked: list[Ranked], metric: str, epochs: int) -> list[dict]:
     ranks = {r.record.trial_id: r for r in ranked}

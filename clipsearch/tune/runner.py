@@ -9,6 +9,7 @@ of clipsearch.tune.ranking. `clipsearch.tune.phases` prepares the plans.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from .. import tracking
 from ..config import flatten
 from .ranking import TrialRecord, rank_trials
-from .results import BEST_JSON, PHASE_JSON, TRIALS_CSV, best_summary, trial_rows, write_json, write_trials_csv
+from .results import BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, best_summary, read_history, trial_rows, write_json, write_trials_csv
 from .space import Base, OptunaSpace, optuna_sampler, resolved_flat
 
 EXPERIMENT_DIR = "ray"  # Ray Tune's own experiment folder inside the phase's storage path
@@ -117,7 +118,7 @@ def _tuner(plan: Plan):
         # latest checkpoint (errored ones too: they get their retries again)
         return tune.Tuner.restore(state["experiment_path"], trainable, resume_errored=True)
     return tune.Tuner(trainable, param_space=_param_space(state), tune_config=_tune_config(plan),
-                      run_config=_run_config(state))
+                      run_config=_run_config(state, plan.phase_dir))
 
 
 def _param_space(state: dict) -> dict[str, Any]:
@@ -185,10 +186,10 @@ def _close_ghost_optuna_trials(phase_dir: Path, study_name: str) -> None:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _run_config(state: dict):
+def _run_config(state: dict, phase_dir: Path):
     from ray import tune
 
-    from .callbacks import DropSnapshotOlderCheckpoints, MLflowTrialRuns, ProgressLines, PruneFinished
+    from .callbacks import DropSnapshotOlderCheckpoints, MLflowTrialRuns, ProgressLines, PruneFinished, TrialHistory
 
     return tune.RunConfig(
         name=EXPERIMENT_DIR, storage_path=state["storage_path"], verbose=0,
@@ -198,7 +199,7 @@ def _run_config(state: dict):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"]),
                    ProgressLines(state["phase"], state["metric"], _epochs(state), _trial_count(state)), PruneFinished(),
-                   DropSnapshotOlderCheckpoints()],
+                   DropSnapshotOlderCheckpoints(), TrialHistory(phase_dir / HISTORY_DIR)],
     )
 
 
@@ -210,7 +211,7 @@ def _trial_dirname(trial) -> str:
 
 def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
     state = plan.state
-    records = collect_records(state["experiment_path"])
+    records = collect_records(state["experiment_path"], plan.phase_dir / HISTORY_DIR)
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
     epochs = _epochs(state)
     rows = trial_rows(records, rank_trials(records, state["metric"]), state["metric"], epochs)
@@ -256,33 +257,44 @@ def _resolved(state: dict, records: list[TrialRecord], best_id: str) -> dict:
     return resolved_flat(Base.from_json(state["base"]).config(record.config, "trial config"))
 
 
-def collect_records(experiment_path: str) -> list[TrialRecord]:
-    """Every trial of a Tune experiment folder, as the ranking and trials.csv need them."""
+def collect_records(experiment_path: str, history_dir: Path | None = None) -> list[TrialRecord]:
+    """Every trial of a Tune experiment folder, as the ranking and trials.csv need them: each
+    trial's epochs from Tune's progress.csv and, where given, the driver's own history
+    (callbacks.TrialHistory), which holds the epochs Tune's copy can lose on a retry."""
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(experiment_path)
     frames = analysis.trial_dataframes
-    return [_record(trial, frames.get(trial.trial_id)) for trial in analysis.trials]
+    records = []
+    for trial in analysis.trials:
+        frame = frames.get(trial.trial_id)
+        rows = frame.to_dict("records") if frame is not None else []
+        if history_dir is not None:
+            rows += read_history(history_dir, trial.trial_id)
+        records.append(_record(trial, rows))
+    return records
 
 
-def _record(trial, frame) -> TrialRecord:
+def _record(trial, rows: list[dict]) -> TrialRecord:
     from ray.tune.result import AUTO_RESULT_KEYS
 
     from .trainable import NODE_ID
 
-    history = []
-    if frame is not None and len(frame):
-        drop = [c for c in frame.columns
-                if c in AUTO_RESULT_KEYS or c in ("done", "trial_id", "should_checkpoint", NODE_ID)
-                or c.startswith("config/")]
-        rows = frame.drop(columns=drop).to_dict("records")
-        # an epoch reported again after a resume from an older checkpoint: the later report wins
-        history = sorted({int(row["epoch"]): row for row in rows if row.get("epoch") == row.get("epoch")}.values(),
-                         key=lambda row: row["epoch"])
-    seconds = float(frame["time_total_s"].iloc[-1]) if frame is not None and len(frame) else 0.0
+    skip = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", NODE_ID}
+    reported = [row for row in rows if _is_number(row.get("epoch"))]
+    # an epoch reported again (after a resume from an older checkpoint, or in both sources):
+    # the later row wins
+    by_epoch = {int(row["epoch"]): {k: v for k, v in row.items() if k not in skip and not k.startswith("config/")}
+                for row in reported}
+    history = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    seconds = max((float(row["time_total_s"]) for row in reported if _is_number(row.get("time_total_s"))), default=0.0)
     return TrialRecord(trial.trial_id, trial.status, flatten(trial.config), history, seconds,
                        trial.num_failures, _error_line(trial) if trial.status == "ERROR" else "",
                        checkpoint_location(trial.checkpoint))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and value == value  # NaN is not a number here
 
 
 def checkpoint_location(checkpoint) -> str | None:

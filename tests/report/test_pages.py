@@ -130,6 +130,19 @@ def test_histories_keep_the_later_report_of_an_epoch_and_ignore_a_torn_line(tmp_
     assert histories == {"a": [{"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.5}]}
 
 
+def test_the_phases_own_history_comes_before_rays_files(tmp_path):
+    """history/ holds an epoch Ray's copy lost on a retry; a phase without it falls back to Ray's."""
+    from clipsearch.report.sources import read_own_histories
+    from clipsearch.tune.results import append_history
+
+    for row in ({"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.0}, {"epoch": 2, "objective": 2.5}):
+        append_history(tmp_path / "history", "a", row)
+    histories, where = read_own_histories(tmp_path / "history")
+    assert histories == {"a": [{"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.5}]}
+    assert "history" in where
+    assert read_own_histories(tmp_path / "absent") == ({}, f"clipsearch's per-trial records in {tmp_path / 'absent'}")
+
+
 @pytest.mark.slow  # an MLflow sqlite store takes seconds to create
 def test_report_is_logged_to_the_parent_run_phase_json_names(tmp_path, monkeypatch):
     no_png(monkeypatch)
