@@ -4,10 +4,11 @@ random search given the same epochs; the protocol repeated over several search s
 
 The space (search_spaces/bench_search/): 3 losses x 3 optimizers x 2 learning rates.
 - grid.yaml: every one of the 18 cells, 10 epochs on all the training pairs, no early stopping;
-- phase1..3_quick.yaml: the protocol's shape on that space: TPE + ASHA on a share of the pairs,
-  a grid of phase 1's top picks, then TPE around the best (the learning rate within [0.5, 2] x)
-  on all of them for the grid's 10 epochs, so that a phase 3 trial and a grid cell get the same
-  budget.
+- phase1..3_quick.yaml: the protocol's shape on that space: TPE on half of the pairs, a grid of
+  phase 1's top picks on all of them, each ranked after 250 updates (where the grid's ranking
+  has settled), then TPE around the best (the learning rate within [0.5, 2] x) on all the pairs
+  for 11 epochs, one more than a grid cell: phase 3 is the protocol's long run, and what phases
+  1 and 2 save goes there. In all at most 44 of the grid's 180 epochs.
 
 A search seed is the seed of the protocol's Optuna samplers (Options.search_seed), nothing else:
 every trial trains with the config's seed, so a trial with a grid cell's config trains exactly as

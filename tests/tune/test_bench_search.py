@@ -31,11 +31,18 @@ def test_the_grid_covers_exactly_the_space_phase1_searches():
         assert sorted(map(str, grid[key])) == sorted(map(str, phase1[key]))
 
 
-def test_a_phase3_trial_gets_a_grid_cells_budget():
+def test_a_phase3_trial_gets_at_least_a_grid_cells_budget_and_the_protocol_a_quarter_of_the_grids():
     grid, phase3 = _space("grid", "grid"), _space("phase3_quick", "phase3")
-    for key in ("train.epochs", "data.fraction"):
-        assert phase3.constants[key] == grid.constants[key]
-    assert grid.constants["data.fraction"] == 1.0
+    assert grid.constants["data.fraction"] == phase3.constants["data.fraction"] == 1.0
+    assert phase3.constants["train.epochs"] >= grid.constants["train.epochs"]
+    phase1, phase2 = _space("phase1_quick", "phase1"), _space("phase2_quick", "phase2")
+
+    def epochs(space, trials):  # at most: every trial to train.epochs, over all the pairs
+        return trials * space.constants["train.epochs"] * space.constants["data.fraction"]
+
+    cells = len(next(p for p in phase2.params if p.key == "loss.name").values) * phase2.top_optimizers
+    planned = epochs(phase1, phase1.num_samples) + epochs(phase2, cells) + epochs(phase3, phase3.num_samples)
+    assert planned <= 0.25 * epochs(grid, 18)
 
 
 def _row(trial, fraction, epochs, best, loss="sogclr", opt="adamw", lr=3e-3, seconds=10.0):
