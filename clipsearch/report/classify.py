@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import data as D
 from . import html as H
-from ..tune.results import atomic_write_text
+from ..results import atomic_write_text
 from .export import PNG_DIR, write_pngs
 from .pages import REPORT_HTML, build_phase, phase_body, phase_dirs, png_jobs, write_phase_files
 from .sources import load_phase

@@ -3,7 +3,7 @@
 One function here per figure returns the plotted data, and one in figures.py draws it (the
 split of optuna.visualization), so the tests check numbers, not pictures.
 
-Inputs are the rows of trials.csv as `clipsearch.tune.results.read_trials_csv` returns them
+Inputs are the rows of trials.csv as `clipsearch.results.read_trials_csv` returns them
 (typed cells, the trial's flat config under "config") and per-trial histories (one dict per
 reported epoch, sorted by "epoch"). A trial's *score* is the ranking's: the best value of the
 metric over the epochs it reached (`best_METRIC` in trials.csv); its *reach* is the last epoch

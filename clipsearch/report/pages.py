@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InputError
-from ..tune.results import atomic_write_text, write_json
+from ..results import atomic_write_text, write_json
 from . import data as D
 from . import figures as F
 from . import html as H

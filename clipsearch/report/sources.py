@@ -1,8 +1,8 @@
 """What a report reads from a phase folder (results/EXP/PHASE). No Ray, no plotly.
 
-- trials.csv, best.json, phase.json: the phase's own files (clipsearch.tune.results).
+- trials.csv, best.json, phase.json: the phase's own files (clipsearch.results).
 - optuna.db (phases 1 and 3): the distributions the search space declared, read-only.
-- per-epoch histories: the phase's own history/trial_ID.jsonl (clipsearch.tune.results), which
+- per-epoch histories: the phase's own history/trial_ID.jsonl (clipsearch.results), which
   the driver appends as results arrive; for phases run before it existed, Ray Tune's record of
   each trial, `result.json` (one JSON object per reported epoch) in the trial's folder under
   phase.json's `experiment_path` (results/EXP/PHASE/ray by default), `progress.csv` where
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tune.results import BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, read_history_file, read_json, read_trials_csv
+from ..results import BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, read_history_file, read_json, read_trials_csv
 from .data import History, Row
 
 EMBEDDINGS, CONFUSION, OPTUNA_DB = "embeddings.npz", "confusion_matrix.json", "optuna.db"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..tune.results import PHASE_JSON, read_json
+from ..results import PHASE_JSON, read_json
 from .export import PNG_DIR
 from .pages import IMPORTANCE_JSON, REPORT_HTML
 

@@ -1,10 +1,10 @@
 """Ray Tune for clipsearch: search spaces, the trainable, the three phases of the protocol.
 
-The only package that imports Ray. Its modules that need no Ray (space, ranking, results)
-import none, so that every input is checked before a cluster starts:
+The only package that imports Ray. Its modules that need no Ray (space, and phases outside
+its functions) import none at module level, so that every input is checked before a cluster
+starts. A phase's files (trials.csv, best.json, phase.json, history/) and the ranking rule live
+in clipsearch.results, which report reads too.
 - space: search-space files, validated against the config and the registries
-- ranking: which trials are best, compared at the same epoch; what each phase hands on
-- results: trials.csv, best.json, phase.json
 - trainable: one trial = one clipsearch.train.train run (Ray)
 - callbacks: a child MLflow run per trial under the phase's parent run (Ray)
 - phases: what phase 1 (Optuna + ASHA), phase 2 (grid) and phase 3 (Optuna) run, checked

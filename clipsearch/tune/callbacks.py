@@ -18,7 +18,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from .. import tracking
 from ..config import flatten
-from .results import append_history
+from ..results import append_history
 
 _SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch", "should_checkpoint"}
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import InputError
 from .phases import Options, _check_options, _check_start, _common_state, _overrides, optuna_state, startup_warning_of
-from .results import atomic_write_text, write_json
+from ..results import atomic_write_text, write_json
 from .runner import Outcome, Plan, execute
 from .space import OptunaSpace, SearchSpace, default_space_path, space_from_doc
 

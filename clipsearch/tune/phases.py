@@ -11,7 +11,7 @@
 
 Each phase is `prepare` (here: every check, nothing written, no Ray: a bad input is an
 InputError before anything starts) then `execute` (clipsearch.tune.runner: Ray Tune, MLflow,
-the phase's files). "Best" follows clipsearch.tune.ranking: trials are compared at the same
+the phase's files). "Best" follows clipsearch.results.ranking: trials are compared at the same
 epoch only.
 """
 
@@ -27,8 +27,7 @@ from typing import Any, Iterator
 from .. import tracking
 from ..config import flatten, parse_override
 from ..errors import InputError
-from .ranking import carried_from_best, phase2_axes
-from .results import BEST_JSON, PHASE_JSON, TRIALS_CSV, ranked_rows, read_json, read_trials_csv
+from ..results import BEST_JSON, PHASE_JSON, TRIALS_CSV, carried_from_best, phase2_axes, ranked_rows, read_json, read_trials_csv
 from .runner import EXPERIMENT_DIR, Outcome, Plan, execute
 from .space import (OptunaSpace, SearchSpace, default_space_path, incumbent_point, load_space, resolve_relative,
                     sampler_settings, startup_warning)

@@ -3,7 +3,7 @@
 `execute(plan)` opens the phase's MLflow parent run (reopened on --resume, closing what a killed
 driver left RUNNING), builds the Tuner (OptunaSearch + ASHA, or the grid) or restores it, runs
 it, and writes the phase's files from Tune's experiment folder, ranking the trials by the rule
-of clipsearch.tune.ranking. `clipsearch.tune.phases` prepares the plans.
+of clipsearch.results.ranking. `clipsearch.tune.phases` prepares the plans.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 from .. import tracking
 from ..config import flatten
-from .ranking import TrialRecord, rank_trials
-from .results import BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, best_summary, read_history, trial_rows, write_json, write_trials_csv
+from ..results import (BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, TrialRecord, best_summary, rank_trials, read_history,
+                       trial_rows, write_json, write_trials_csv)
 from .space import Base, OptunaSpace, optuna_sampler, resolved_flat
 
 EXPERIMENT_DIR = "ray"  # Ray Tune's own experiment folder inside the phase's storage path

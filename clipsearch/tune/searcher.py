@@ -16,7 +16,7 @@ trial ASHA stopped after its first epoch included, with that epoch's value: TPE 
 1-epoch score as if it were a finished run's. Given the trials' budget (`max_epochs`, the
 phase's train.epochs), a trial that ends before it is told PRUNED, with the values of the
 epochs it ran; TPE ranks pruned trials by the last epoch they reached, then by the value
-there, below every complete one: the order of clipsearch's ranking (tune/ranking.py). Each
+there, below every complete one: the order of clipsearch's ranking (clipsearch/results/ranking.py). Each
 epoch is reported at step = its epoch (not training_iteration, which a restored trial may
 count differently).
 """

@@ -29,7 +29,7 @@ from .. import tracking
 from ..errors import InputError
 from .phases import (Options, _check_options, _overrides, _storage_path, grid_plan, resumed_plan,
                      run_or_keep)
-from .results import BEST_JSON, atomic_write_text, read_json, read_trials_csv, write_json
+from ..results import BEST_JSON, atomic_write_text, read_json, read_trials_csv, write_json
 from .runner import Outcome, Plan
 from .space import SearchSpace, default_space_path, load_space
 

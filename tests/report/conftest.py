@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.tune.results import write_json, write_trials_csv
+from clipsearch.results import write_json, write_trials_csv
 
 EPOCHS = 4
 CURVES = {"t1": [1, 2, 3, 4], "t2": [2, 3, 3.5, 3], "t3": [5], "t4": [1, 1.5], "t5": [0.5, 1, 1.5, 2], "t6": [0.1]}
@@ -38,7 +38,7 @@ RANKS = {"t1": 1, "t2": 2, "t5": 3, "t4": 4, "t3": 5, "t6": None}
 
 def csv_row(trial_id: str, values: list[float], config: dict, rank: int | None, errored: bool = False,
             epochs: int = EPOCHS) -> dict:
-    """A trials.csv row as clipsearch.tune.results.trial_rows writes it."""
+    """A trials.csv row as clipsearch.results.trial_rows writes it."""
     best = max(range(len(values)), key=lambda i: values[i])
     return {"trial_id": trial_id, "status": "ERROR" if errored else "TERMINATED", "rank": rank,
             "epochs": len(values), "seconds": 1.0, "num_failures": 0,

@@ -133,7 +133,7 @@ def test_histories_keep_the_later_report_of_an_epoch_and_ignore_a_torn_line(tmp_
 def test_the_phases_own_history_comes_before_rays_files(tmp_path):
     """history/ holds an epoch Ray's copy lost on a retry; a phase without it falls back to Ray's."""
     from clipsearch.report.sources import read_own_histories
-    from clipsearch.tune.results import append_history
+    from clipsearch.results import append_history
 
     for row in ({"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.0}, {"epoch": 2, "objective": 2.5}):
         append_history(tmp_path / "history", "a", row)

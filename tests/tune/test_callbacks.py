@@ -38,7 +38,7 @@ def test_trial_history_keeps_every_epoch_that_tunes_progress_csv_lost_on_a_retry
     radam = SimpleNamespace(trial_id="r1", status="ERROR", config={"optimizer.name": "radam"}, num_failures=2,
                             checkpoint=None, get_error=lambda: "InjectedFault: at epoch 2")
     history.on_trial_result(0, [radam], radam, {"epoch": 1, "objective": 7.5, "time_total_s": 3.0, "config": {}})
-    from clipsearch.tune.results import read_history
+    from clipsearch.results import read_history
 
     progress_csv = []  # what Tune's copy held after the retry: the epoch-1 row was lost
     record = _record(radam, progress_csv + read_history(tmp_path / "history", "r1"))
@@ -58,7 +58,7 @@ def test_an_epoch_reported_in_both_sources_or_twice_counts_once_the_later_winnin
 
 
 def test_a_history_line_cut_short_by_a_killed_driver_is_skipped(tmp_path):
-    from clipsearch.tune.results import read_history
+    from clipsearch.results import read_history
 
     (tmp_path / "trial_t.jsonl").write_text('{"epoch": 1, "objective": 2.0}\n{"epoch": 2, "obj')
     assert read_history(tmp_path, "t") == [{"epoch": 1, "objective": 2.0}]

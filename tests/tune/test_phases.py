@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.tune.ranking import TrialRecord, rank_trials
-from clipsearch.tune.results import read_trials_csv, trial_rows, write_json, write_trials_csv
+from clipsearch.results import TrialRecord, rank_trials, read_trials_csv, trial_rows, write_json, write_trials_csv
 
 from .helpers import mlflow_runs, run_cli, write_space
 

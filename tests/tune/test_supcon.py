@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.tune.results import read_trials_csv
+from clipsearch.results import read_trials_csv
 
 from .helpers import mlflow_runs, run_cli, write_space
 

@@ -2,8 +2,7 @@
 
 import math
 
-from clipsearch.tune.ranking import (TrialRecord, carried_from_best, phase2_axes, rank_trials,
-                                     top_optimizers)
+from clipsearch.results import TrialRecord, carried_from_best, phase2_axes, rank_trials, top_optimizers
 
 
 def record(trial_id, objectives, status="TERMINATED", **config):

@@ -5,9 +5,8 @@ import json
 import pytest
 
 from clipsearch.errors import InputError
-from clipsearch.tune.ranking import TrialRecord, rank_trials
-from clipsearch.tune.results import (best_summary, ranked_rows, read_json, read_trials_csv, trial_rows,
-                                     write_json, write_trials_csv)
+from clipsearch.results import (TrialRecord, best_summary, rank_trials, ranked_rows, read_json, read_trials_csv,
+                                trial_rows, write_json, write_trials_csv)
 
 
 def records():
