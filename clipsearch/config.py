@@ -141,7 +141,7 @@ class ImageConfig(Section):
     head: Literal["linear", "mlp", "none"] = Field(
         "linear", description="projection head the contrastive loss sees (to model.embed_dim); kNN and the "
         "probe use the tower's features before it")
-    evaluator: str = Field("knn", description="what is measured between epochs (see clipsearch.imagetask)")
+    evaluator: str = Field("knn", description="what is measured between epochs (see clipsearch.tasks.image)")
     knn_k: int = Field(20, ge=1, description="neighbours of the kNN accuracy")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class of the training "
                                 "images kept for model selection (ImageFolder data)")
@@ -151,7 +151,7 @@ class ImageConfig(Section):
 
 class RetrievalConfig(Section):
     """Query and gallery images of the image task's "query_gallery" evaluator (cross-domain
-    retrieval, seed 000; see clipsearch.data.querygallery and clipsearch.retrieval)."""
+    retrieval, seed 000; see clipsearch.data.querygallery and clipsearch.tasks.query_gallery)."""
 
     query: str = Field("embedded", description="'embedded' (scikit-learn's 8x8 digits) or a folder: "
                        "query/<class>/* or flat with retrieval.labels")
@@ -336,7 +336,7 @@ def build_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 def validate_components(cfg: Config, source: str) -> None:
     """Loss, optimizer and scheduler names and their own hyperparameters, against the registries."""
-    from . import imagetask, losses, optim
+    from . import losses, optim, tasks
 
     try:
         losses.resolve_loss_params(cfg.loss.name, cfg.loss.params, where="loss")
@@ -345,8 +345,7 @@ def validate_components(cfg: Config, source: str) -> None:
         # the same rule the scheduler enforces at build time, checked here so that it fails
         # before data and models load
         held = schedule.get("warmup_epochs", 0) + schedule.get("cooldown_epochs", 0)
-        if imagetask.is_image_task(cfg):
-            imagetask.check_image_config(cfg)
+        tasks.check_config(cfg)
         if cfg.scheduler.name in ("cosine", "tanh") and held >= cfg.train.epochs:
             raise InputError(f"warmup_epochs + cooldown_epochs = {held} leave none of the {cfg.train.epochs} "
                              "epochs to anneal in", where="scheduler.warmup_epochs",

@@ -11,7 +11,7 @@ import pytest
 
 from clipsearch.config import flatten, load_config, read_yaml
 from clipsearch.data import check_eval_sources, retrieval_source, zeroshot_source, zeroshot_templates
-from clipsearch.imagetask import is_image_task
+from clipsearch.tasks import is_image_task
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from clipsearch.errors import InputError
-from clipsearch.train import (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, NonFiniteLossError, RunState,
-                              _atomic_save, read_checkpoint, save_checkpoint)
-from clipsearch.tune.results import atomic_write_text
+from clipsearch.checkpoints import (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, RunState, atomic_save,
+                                    read_checkpoint, save_checkpoint)
+from clipsearch.train import NonFiniteLossError
+from clipsearch.results import atomic_write_text
 
 
 class Schedule:
@@ -91,7 +92,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path):
     save_epoch(tmp_path, 1)
     before = sorted(p.name for p in tmp_path.iterdir())
     with file_size_limit(64 * 1024), pytest.raises(OSError) as caught:
-        _atomic_save({"big": torch.ones(100_000)}, tmp_path / CHECKPOINT_FILE)  # 400 kB
+        atomic_save({"big": torch.ones(100_000)}, tmp_path / CHECKPOINT_FILE)  # 400 kB
     assert caught.value.errno == errno.EFBIG and caught.value.filename == str(tmp_path / CHECKPOINT_FILE)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary file left behind
     assert read_checkpoint(tmp_path)["state"]["epoch"] == 1

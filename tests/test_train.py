@@ -93,47 +93,6 @@ def test_isogclr_temperatures_spread_in_training_while_sogclr_stays_fixed():
     assert sog["loss_tau_min"] == sog["loss_tau_max"] == tiny("loss.name=sogclr").loss.params["temperature"]
 
 
-def test_evaluation_encodes_captions_by_length_and_gives_each_its_own_embedding():
-    """The evaluator sorts captions by length and trims each chunk's padding; every caption
-    must still get the embedding its own untrimmed tokens give."""
-    from clipsearch.train import image_text_setup
-
-    cfg = load_config(quick=True, overrides=["eval.batch_size=64", "model.freeze_text=none"])
-    setup = image_text_setup(cfg, torch.device("cpu"))
-    evaluator, model = setup.evaluator, setup.model.eval()
-    tokens = evaluator.text.tokens
-    with torch.no_grad():
-        untrimmed = torch.cat([model.encode_text({k: v[i:i + 64] for k, v in tokens.items()})
-                               for i in range(0, len(tokens["input_ids"]), 64)])
-        ordered = evaluator.text_embeddings(model, tokens, "captions")
-    assert torch.allclose(untrimmed, ordered, atol=1e-5)
-
-
-def test_a_frozen_text_tower_is_run_once_per_caption_and_gives_the_embeddings_it_would(tmp_path, monkeypatch):
-    """model.freeze_text=tower: training batches and evaluation read the tower's cached output;
-    the embeddings equal those of running the frozen tower, and a second setup reads the cache."""
-    from clipsearch.train import image_text_setup
-
-    cfg = load_config(quick=True, overrides=["model.freeze_text=tower", f"data.cache_dir={tmp_path}",
-                                             "data.fraction=0.1"])
-    setup = image_text_setup(cfg, torch.device("cpu"))
-    model, bank = setup.model, setup.batches.text
-    assert model.text_tower_frozen and bank.features is not None
-    model.train()
-    assert not model.text_tower.training  # no dropout: the cache was computed in eval mode
-    batch = next(iter(setup.batches.epoch(torch.Generator().manual_seed(0))))
-    assert batch.tokens == {} and batch.text_features.shape[0] == len(batch.index)
-    rows = torch.arange(5)
-    with torch.no_grad():
-        direct = model.encode_text(bank.select(rows))
-    assert torch.allclose(model.encode_text_features(bank.features[rows]), direct, atol=1e-5)
-    import clipsearch.train as T
-
-    monkeypatch.setattr(T, "encode_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded again")))
-    again = image_text_setup(cfg, torch.device("cpu"))
-    assert torch.equal(again.batches.text.features, bank.features)
-
-
 @pytest.mark.parametrize("scaled", [False, True])
 def test_fp16_keeps_a_gradient_below_fp16s_smallest_normal_only_with_the_grad_scaler(scaled):
     """A gradient of 1e-9 (below fp16's smallest subnormal, 6e-8) underflows to zero in an fp16

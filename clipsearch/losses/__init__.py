@@ -95,6 +95,7 @@ register(LossInfo(
     cls=SupConLoss,
     description="supervised contrastive loss over labelled views (image-only)",
     params={"temperature": _temperature(0.07)},
+    sampler="balanced",
 ))
 
 register(LossInfo(
@@ -102,6 +103,7 @@ register(LossInfo(
     cls=NTXentLoss,
     description="SimCLR's NT-Xent over two augmented views per image (image-only)",
     params={"temperature": _temperature(0.1)},
+    min_views=2,
 ))
 
 register(LossInfo(
@@ -110,6 +112,8 @@ register(LossInfo(
     description="supervised cross-entropy on classifier logits (classification baseline)",
     params={"label_smoothing": Param(0.0, low=0.0, high=1.0, high_open=True,
                                      help="probability mass spread over all classes, in [0, 1)")},
+    views=1,
+    classifier=True,
 ))
 
 

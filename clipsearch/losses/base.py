@@ -76,3 +76,14 @@ class LossInfo:
     description: str = ""
     #: cross-parameter checks: each takes the resolved params, returns an error or None
     checks: tuple[Callable[[dict[str, float]], str | None], ...] = ()
+    # What an image-only loss needs of the image task (clipsearch.tasks.image); data here, so
+    # that no task tests a loss's name:
+    views: int = 2               # augmented views per image when image.views is 0 (the default)
+    min_views: int = 1           # the fewest views it can contrast
+    sampler: str = "shuffle"     # the batches of image.sampler=auto: "shuffle", or "balanced" (k x n)
+    classifier: bool = False     # trains a linear classifier on the tower; scored by its val_acc1
+
+    @property
+    def task(self) -> str:
+        """The task that trains with it: "image_text" (a text side), else "image"."""
+        return "image_text" if self.cls.needs_text else "image"

@@ -143,7 +143,7 @@ def _check_data(space: SearchSpace) -> None:
     """The data set is read once here, so that a bad ImageFolder, or batches it cannot give (at
     any batch size or k x n the space may draw), fail before any trial starts."""
     from ..data.labelled import load_labelled_splits
-    from ..imagetask import check_batches
+    from ..tasks.image import check_batches
 
     cfg = space.base.config(space.constants, space.path)
     splits = load_labelled_splits(cfg.data, cfg.image)
@@ -183,7 +183,7 @@ def score_best(plan: Plan, best: dict) -> dict[str, Any]:
     """The best trial's best-epoch weights, scored on the test split; its files written."""
     import torch
 
-    from ..imagetask import final_scores
+    from ..tasks.image import final_scores
     from .space import Base
 
     started = time.time()

@@ -259,7 +259,7 @@ def _check_start(space: SearchSpace, state: dict) -> None:
     """What every trial shares, checked now rather than failing in every trial: the data files
     exist, and each epoch is evaluated (ASHA and the ranking compare every epoch's metric)."""
     from ..data import check_sources
-    from ..imagetask import is_image_task
+    from ..tasks import is_image_task
 
     cfg = space.base.config({**state.get("carried", {}), **space.constants}, space.path)
     check_sources(cfg.data, image_text=not is_image_task(cfg))

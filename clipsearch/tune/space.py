@@ -57,9 +57,6 @@ from ..errors import InputError
 NUMERIC = ("uniform", "loguniform", "int")
 LISTS = ("choice", "grid")
 DISTRIBUTIONS = NUMERIC + LISTS
-#: metrics train() reports after every evaluation; any of them can be maximised
-METRICS = ("objective", "tr1", "tr5", "tr10", "ir1", "ir5", "ir10", "r_mean", "acc1", "acc5",
-           "knn_acc1", "val_acc1")
 COMPONENTS = ("loss", "optimizer", "scheduler")
 #: config keys holding paths: made absolute on the driver, because a trial runs in its own
 #: working directory
@@ -422,7 +419,7 @@ def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dic
         constants[key] = value
     space = SearchSpace(
         path=where, phase=phase, base=base,
-        metric=_choice_of(doc, "metric", METRICS, "objective", where),
+        metric=_choice_of(doc, "metric", reported_metrics(), "objective", where),
         num_samples=_positive_int(doc, "num_samples", 1 if kind.search == "grid" else 10, where),
         max_concurrent=_positive_int(doc, "max_concurrent", 2, where),
         constants=absolute_paths(constants, Path.cwd()),
@@ -474,6 +471,14 @@ def _load_base(base: Any, space_path: Path, where: str) -> Base:
     result = Base(apply_settings(raw, absolute, defaults), defaults, base)
     result.config({}, source)  # a broken base is the base's fault: say so before the params
     return result
+
+
+def reported_metrics() -> tuple[str, ...]:
+    """What the tasks' evaluators report: any of it can be a space's metric. (Imported here,
+    not at the top: the tasks bring torch and the towers, which `--help` does not need.)"""
+    from ..tasks import reported_metrics as tasks_metrics
+
+    return tasks_metrics()
 
 
 def _choice_of(doc: dict, key: str, allowed: tuple, default: str, where: str) -> str:

@@ -12,7 +12,7 @@
    [top-10 gallery files]}) and final.json;
 4. results.csv / results.md: one row per baseline, per sweep cell and for the long run.
 
-The metric is the image task's "query_gallery" evaluator (clipsearch.retrieval): score =
+The metric is the image task's "query_gallery" evaluator (clipsearch.tasks.query_gallery): score =
 600 Hit@1 + 300 Hit@5 + 100 Hit@10, objective = score / 10.
 """
 
@@ -72,7 +72,7 @@ def check_data(space: SearchSpace) -> None:
     unlabelled query folder, an empty gallery or a batch larger than the data fails now."""
     from ..data.labelled import load_labelled_splits
     from ..data.views import BalancedBatches
-    from ..retrieval import load_retrieval_sets
+    from ..tasks.query_gallery import load_retrieval_sets
 
     cfg = space.base.config(space.constants, space.path)
     splits = load_labelled_splits(cfg.data, cfg.image)
@@ -157,7 +157,7 @@ def run_baselines(space: SearchSpace, towers: list[str], state: dict, root: Path
     import torch
 
     from ..models import build_image_encoder, load_trainable_state, resolve_device
-    from ..retrieval import load_retrieval_sets, rank_gallery
+    from ..tasks.query_gallery import load_retrieval_sets, rank_gallery
 
     cfg = space.base.config(space.constants, space.path)
     sets = load_retrieval_sets(cfg)
@@ -194,7 +194,7 @@ def _log_baselines(state: dict, rows: list[dict[str, Any]]) -> None:
 def finish(root: Path, long_state: dict) -> dict[str, Any]:
     """The long run's best epoch, scored again and written as the competition's submission."""
     from ..models import build_image_encoder, load_trainable_state, resolve_device
-    from ..retrieval import load_retrieval_sets, rank_gallery
+    from ..tasks.query_gallery import load_retrieval_sets, rank_gallery
     from .space import Base
 
     best = read_json(root / "long" / BEST_JSON, "the long run's best.json", "run the sweep again")

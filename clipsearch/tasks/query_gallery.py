@@ -1,6 +1,7 @@
 """Cross-domain query/gallery retrieval with an image tower (seed 000): evaluation and submission.
 
-`query_gallery_evaluator` is the image task's evaluator "query_gallery" (`image.evaluator`):
+`query_gallery_evaluator` is the image task's evaluator "query_gallery" (`image.evaluator`,
+registered by clipsearch.tasks):
 after every epoch it embeds the queries and the gallery with the tower (the features before any
 projection head, L2-normalised), ranks the gallery by cosine similarity (faiss, exact inner
 product, chunked) and reports the seed 000 metrics: accuracy1, precision{1,5,10}, hit{1,5,10},
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import metrics as M
-from .data.querygallery import QueryGallery, load_query_gallery
-from .imagetask import embed, register_evaluator
-from .knn import knn_search
+from .. import metrics as M
+from ..data.querygallery import QueryGallery, load_query_gallery
+from ..knn import knn_search
+from .image import embed
 
 SUBMISSION_DEPTH = 10
 
@@ -67,5 +68,8 @@ def query_gallery_evaluator(splits, cfg, device: torch.device):
     return evaluate
 
 
-register_evaluator("query_gallery", query_gallery_evaluator)
+
+#: what query_gallery_evaluator reports (score_embeddings' keys)
+METRICS = ("objective", "score", "accuracy1", "precision1", "precision5", "precision10", "hit1", "hit5", "hit10",
+           "mapr")
 

@@ -14,7 +14,7 @@ from clipsearch.data import labelled
 from clipsearch.data.imageset import ImageTextSet
 from clipsearch.data.views import BalancedBatches, ViewAugment
 from clipsearch.errors import InputError
-from clipsearch.imagetask import final_scores
+from clipsearch.tasks.image import final_scores
 from clipsearch.train import TIMING_KEYS, train
 
 TINY = ["data.fraction=0.1", "train.batch_size=32", "train.epochs=2", "train.threads=1", "eval.batch_size=512",

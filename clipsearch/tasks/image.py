@@ -1,22 +1,23 @@
-"""The image-only task through `train()`: what differs from image-text training, in one place.
+"""The image-only task: an image encoder on labelled images (SupCon, SimCLR's NT-Xent, CE).
 
-A loss without a text side (supcon, ntxent, ce; `needs_text = False`) makes `train()` call
-`image_setup`, which returns the same `Setup` the image-text path builds: the model (an
-`ImageEncoder`: image tower + projection head, or + linear classifier for ce), labelled batches
-(`ShuffledBatches`, or `BalancedBatches` k x n for supcon), the loss, a per-batch `step` and an
-evaluator. The epoch loop, checkpoints (exact resume), best/model.pt, `report(...)` and the
-non-finite-loss stop are train()'s, shared.
+A loss without a text side (its `LossInfo.task` is "image") trains this task. Its `Setup`: the
+model (an `ImageEncoder`: image tower + projection head, or + a linear classifier when the loss
+entry says `classifier`), labelled batches (`ShuffledBatches`, or `BalancedBatches` k x n when
+the entry's `sampler` is "balanced"), the loss, a per-batch `step` and an evaluator. What a loss
+needs of the task (views, sampler, classifier) is data on its registry entry, never a name test.
 
-Evaluators (`image.evaluator`, a registry: `register_evaluator`): "knn" embeds the training and
-validation splits with the frozen tower and reports `knn_acc1`, the kNN accuracy of val against
-train (the cheap signal ASHA stops pre-training on; `objective` = knn_acc1), and for ce
-`val_acc1`, its classifier's accuracy on val, which is then its `objective`. The test split
-never reaches an evaluator: `final_scores` alone reads it (the linear probe of the
-classification protocol).
+Evaluators (`image.evaluator`, a registry: `register_evaluator`, each declaring the metrics it
+reports): "knn" embeds the training and validation splits with the frozen tower and reports
+`knn_acc1`, the kNN accuracy of val against train (the cheap signal ASHA stops pre-training on;
+`objective` = knn_acc1), and with a classifier `val_acc1`, its accuracy on val, which is then
+its `objective`; "query_gallery" is clipsearch.tasks.query_gallery's. The test split never
+reaches an evaluator: `final_scores` alone reads it (the linear probe of the classification
+protocol).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,20 +25,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics as M
-from .data.labelled import LabelledSplits, load_labelled_splits
-from .data.views import BalancedBatches, ShuffledBatches, ViewAugment, check_balanced
-from .errors import InputError
-from .losses import build_loss, loss_info
-from .models import ImageEncoder, build_image_encoder, load_trainable_state
+from .. import metrics as M
+from ..data.batches import to_float_images
+from ..data.labelled import LabelledSplits, load_labelled_splits
+from ..data.views import BalancedBatches, ShuffledBatches, ViewAugment, check_balanced
+from ..errors import InputError
+from ..losses import build_loss, loss_info
+from ..models import ImageEncoder, build_image_encoder, load_trainable_state
+from ..probe import linear_probe
+from .base import Setup, Task
 
 #: image.evaluator name -> factory(splits, cfg, device) -> evaluator(model, autocast) -> metrics
 EvaluatorFactory = Callable[[LabelledSplits, object, torch.device], Callable]
-_EVALUATORS: dict[str, EvaluatorFactory] = {}
 
 
-def register_evaluator(name: str, factory: EvaluatorFactory) -> None:
-    _EVALUATORS[name] = factory
+@dataclass(frozen=True)
+class EvaluatorEntry:
+    factory: EvaluatorFactory
+    metrics: tuple[str, ...]  # every metric it can report (a search space may maximise any)
+
+
+_EVALUATORS: dict[str, EvaluatorEntry] = {}
+
+
+def register_evaluator(name: str, factory: EvaluatorFactory, metrics: tuple[str, ...]) -> None:
+    _EVALUATORS[name] = EvaluatorEntry(factory, tuple(metrics))
+
+
+def evaluator_metrics() -> tuple[str, ...]:
+    """What the image task's evaluators can report, in registration order, once each."""
+    return tuple(dict.fromkeys(m for entry in _EVALUATORS.values() for m in entry.metrics))
 
 
 def list_evaluators() -> list[str]:
@@ -50,38 +67,32 @@ def check_evaluator(name: str) -> None:
                          fix=f"use one of: {', '.join(list_evaluators())}")
 
 
-def is_image_task(cfg) -> bool:
-    """The loss decides the task: one without a text side trains the image tower alone."""
-    return not loss_info(cfg.loss.name).cls.needs_text
-
-
 def views_of(cfg) -> int:
-    if cfg.image.views:
-        return cfg.image.views
-    return 1 if cfg.loss.name == "ce" else 2
+    return cfg.image.views or loss_info(cfg.loss.name).views
 
 
-def check_image_config(cfg) -> None:
+def check(cfg) -> None:
     """What a config alone can get wrong about the image task (the data's checks come later)."""
     check_evaluator(cfg.image.evaluator)
-    if cfg.loss.name == "ntxent" and views_of(cfg) < 2:
-        raise InputError(f"ntxent contrasts two views of each image; image.views is {cfg.image.views}",
-                         where="image.views", fix="use image.views=2 (or 0 for the default)")
+    info = loss_info(cfg.loss.name)
+    if views_of(cfg) < info.min_views:
+        raise InputError(f"{info.name} contrasts {info.min_views} views of each image; image.views is "
+                         f"{cfg.image.views}", where="image.views",
+                         fix=f"use image.views={info.min_views} (or 0 for the default)")
 
 
 # ------------------------------------------------------------------------------ setup
 
-def image_setup(cfg, device: torch.device):
-    from .train import Setup
-
-    check_image_config(cfg)
+def setup(cfg, device: torch.device) -> Setup:
+    check(cfg)
     splits = load_labelled_splits(cfg.data, cfg.image)
-    is_ce = cfg.loss.name == "ce"
-    model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if is_ce else None).to(device)
+    classifier = loss_info(cfg.loss.name).classifier
+    model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if classifier else None).to(device)
     batches = _batches(cfg, splits, model.image_preprocess)
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(splits.train)).to(device)
-    evaluator = _EVALUATORS[cfg.image.evaluator](splits, cfg, device)
-    return Setup(model, batches, loss_fn, evaluator, _step(is_ce), len(splits.train), len(splits.train.skipped))
+    evaluator = _EVALUATORS[cfg.image.evaluator].factory(splits, cfg, device)
+    return Setup(model, batches, loss_fn, evaluator, _step(classifier), len(splits.train),
+                 len(splits.train.skipped))
 
 
 def _batches(cfg, splits: LabelledSplits, preprocess):
@@ -96,7 +107,7 @@ def _batches(cfg, splits: LabelledSplits, preprocess):
 
 def sampler_of(cfg) -> str:
     if cfg.image.sampler == "auto":
-        return "balanced" if cfg.loss.name == "supcon" else "shuffle"
+        return loss_info(cfg.loss.name).sampler
     return cfg.image.sampler
 
 
@@ -109,14 +120,14 @@ def check_batches(cfg, splits: LabelledSplits) -> None:
                          "training images", where="train.batch_size", fix=f"use <= {len(splits.train)}")
 
 
-def _step(is_ce: bool):
+def _step(classifier: bool):
     def step(model, loss_fn, batch, device, autocast) -> dict:
         b, v = batch.images.shape[:2]
         images = batch.images.to(device, non_blocking=True).flatten(0, 1)  # (B V, 3, S, S)
         labels = batch.labels.to(device)
         with autocast:
             out = model(images).float()
-        if is_ce:  # every view is a sample of its image's class
+        if classifier:  # every view is a sample of its image's class
             return loss_fn(out, labels=labels.repeat_interleave(v))
         return loss_fn(out.view(b, v, -1), labels=labels, index=batch.index.to(device))
 
@@ -129,10 +140,6 @@ def _step(is_ce: bool):
 def embed(model: ImageEncoder, images: np.ndarray, device: torch.device, batch_size: int,
           autocast=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(L2-normalised tower features (N, F), classifier logits (N, C) or None) of uint8 images."""
-    from contextlib import nullcontext
-
-    from .data.batches import to_float_images
-
     model.eval()
     features, logits = [], []
     with autocast or nullcontext():
@@ -162,10 +169,7 @@ def knn_evaluator(splits: LabelledSplits, cfg, device: torch.device):
     return evaluate
 
 
-register_evaluator("knn", knn_evaluator)
-# the query/gallery evaluator of cross-domain retrieval registers itself; imported here, after
-# `embed` and `register_evaluator` exist, so that every evaluator is known once this module is
-from . import retrieval  # noqa: E402,F401
+register_evaluator("knn", knn_evaluator, ("objective", "knn_acc1", "val_acc1"))
 
 
 # ------------------------------------------------------------------------------ final scores
@@ -193,12 +197,10 @@ class FinalScores:
 def final_scores(cfg, state_dict: dict, device: str = "cpu", splits: LabelledSplits | None = None) -> FinalScores:
     """Load the weights into the encoder `cfg` describes; fit the linear probe on the training
     split's embeddings; score it (and, for ce, the trained classifier) on the test split."""
-    from .probe import linear_probe
-
     splits = splits or load_labelled_splits(cfg.data, cfg.image)
     torch.manual_seed(cfg.seed)
-    is_ce = cfg.loss.name == "ce"
-    model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if is_ce else None)
+    classifier = loss_info(cfg.loss.name).classifier
+    model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if classifier else None)
     load_trainable_state(model, state_dict)
     dev = torch.device(device)
     model.to(dev)
@@ -211,3 +213,10 @@ def final_scores(cfg, state_dict: dict, device: str = "cpu", splits: LabelledSpl
         head_acc = float(100.0 * (predictions == splits.test.labels).mean())
     return FinalScores(probe.accuracy, head_acc, predictions, splits.test.labels.copy(), test_emb.numpy(),
                        splits.class_names)
+
+
+def metrics() -> tuple[str, ...]:
+    return evaluator_metrics()
+
+
+TASK = Task("image", check, setup, metrics)

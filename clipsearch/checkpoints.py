@@ -1,0 +1,108 @@
+"""A training run's checkpoint: state.pt (the modules, the optimizer, the schedule, the RNGs and
+where the run is), with the one it replaced kept as state.prev.pt, both written atomically; read
+back as data only (weights_only), falling back to state.prev.pt when state.pt is cut short.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+from .models import load_trainable_state, trainable_state
+
+CHECKPOINT_FILE = "state.pt"
+#: the checkpoint before the latest: what a run resumes from when state.pt is truncated or lost
+PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides the modules: where the run is and how it has done."""
+
+    epoch: int = 0                       # epochs completed
+    step: int = 0                        # optimizer updates done
+    best_objective: float = -math.inf
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file,
+    and a failed write (a full disk) leaves no temporary file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as file:  # a file object: torch then keeps the OSError of a failed write
+            torch.save(obj, file)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
+            # torch reports a full disk as an internal "unexpected pos"; say what happened, and where
+            raise OSError(exc.__context__.errno, exc.__context__.strerror, str(path)) from exc
+        raise
+    os.replace(tmp, path)
+
+
+def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator, state: RunState,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
+    """state.pt, with the one it replaces kept as state.prev.pt (see load_checkpoint)."""
+    current = directory / CHECKPOINT_FILE
+    atomic_save({
+        "model": trainable_state(model), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(), "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(), "state": vars(state).copy(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
+    }, directory / ".state.next.pt")
+    if current.is_file():
+        os.replace(current, directory / PREVIOUS_CHECKPOINT_FILE)
+    os.replace(directory / ".state.next.pt", current)
+
+
+def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator,
+                    scaler: torch.amp.GradScaler | None = None) -> RunState:
+    saved = read_checkpoint(directory)
+    if scaler is not None and scaler.is_enabled() and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])  # fp16's loss scale goes on where it was
+    load_trainable_state(model, saved["model"])
+    loss_fn.load_state_dict(saved["loss"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    return RunState(**saved["state"])
+
+
+def read_checkpoint(directory: Path) -> dict:
+    """The latest readable checkpoint in `directory`: state.pt, or state.prev.pt (one epoch
+    earlier) when state.pt is truncated, empty or missing (a disk that filled, a copy cut short).
+
+    A checkpoint is data: loading one never runs code (weights_only). One that holds pickled
+    objects is refused outright, not skipped: someone put it there.
+    """
+    problems = []
+    for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} missing")
+            continue
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise InputError(f"checkpoint refused: it holds pickled objects, not only tensors ({exc.__class__.__name__})",
+                             where=str(path), fix="resume only from checkpoints clipsearch wrote") from None
+        except (RuntimeError, EOFError, OSError) as exc:  # torch's zip reader on a cut file, an empty file
+            problems.append(f"{name} unreadable ({' '.join(str(exc).split())[:80]})")
+            continue
+        if problems:
+            log.warning("%s: %s; resuming from %s", directory, "; ".join(problems), name)
+        return saved
+    raise InputError(f"no readable checkpoint: {'; '.join(problems)}", where=str(directory),
+                     fix="start the run afresh (without --resume)")
