@@ -16,10 +16,8 @@ import torch
 
 from .errors import InputError
 from .models import load_trainable_state, trainable_state
+from .results import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, atomic_write
 
-CHECKPOINT_FILE = "state.pt"
-#: the checkpoint before the latest: what a run resumes from when state.pt is truncated or lost
-PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
 log = logging.getLogger(__name__)
 
 
@@ -35,20 +33,9 @@ class RunState:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file,
-    and a failed write (a full disk) leaves no temporary file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:  # a file object: torch then keeps the OSError of a failed write
-            torch.save(obj, file)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
-            # torch reports a full disk as an internal "unexpected pos"; say what happened, and where
-            raise OSError(exc.__context__.errno, exc.__context__.strerror, str(path)) from exc
-        raise
-    os.replace(tmp, path)
+    """torch.save through the results room's one atomic write: a crash never leaves half a
+    file, and a failed write (a full disk) leaves no temporary file behind."""
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def save_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, generator, state: RunState,

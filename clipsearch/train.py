@@ -27,6 +27,7 @@ from .checkpoints import RunState, atomic_save, load_checkpoint, save_checkpoint
 from .config import Config, save_config
 from .models import resolve_device, trainable_state
 from .optim import build_optimizer, build_scheduler
+from .results import RunFolder
 from .tasks import Setup, task_for
 
 Report = Callable[[dict, Path | None], None]
@@ -106,10 +107,10 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
     """
     run = build_run(cfg, resume_from)
     state = run.state
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+    folder = RunFolder(Path(run_dir)) if run_dir is not None else None
+    if folder is not None:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder.config)
     last: dict = {}
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         started = time.perf_counter()
@@ -128,14 +129,14 @@ def train(cfg: Config, report: Report | None = None, run_dir: str | Path | None 
             if evaluation["objective"] > state.best_objective:
                 state.best_objective, state.best_epoch = evaluation["objective"], epoch
                 state.best_metrics = evaluation
-                if run_dir is not None:
-                    atomic_save({"model": trainable_state(run.model)}, run_dir / "best" / "model.pt")
+                if folder is not None:
+                    atomic_save({"model": trainable_state(run.model)}, folder.best_model)
         last.update(best_objective=state.best_objective, best_epoch=state.best_epoch,
                     epoch_seconds=time.perf_counter() - started, train_images=run.setup.train_images,
                     skipped_images=run.setup.skipped_images)
         checkpoint = None
-        if run_dir is not None:
-            checkpoint = run_dir / "checkpoint"
+        if folder is not None:
+            checkpoint = folder.state_dir
             save_checkpoint(checkpoint, run.model, run.loss_fn, run.optimizer, run.schedule, run.generator, state,
                             run.scaler)
         if report is not None:

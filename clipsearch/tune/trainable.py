@@ -27,7 +27,8 @@ import ray
 from ray import tune
 
 from ..config import flatten
-from ..train import CHECKPOINT_FILE, train
+from ..results import CHECKPOINT_FILE
+from ..train import train
 from .space import Base
 
 FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
