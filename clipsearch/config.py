@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
+from .hparams import COMMON_OPTIMIZER_PARAMS
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -95,8 +96,9 @@ class LossConfig(ComponentSection):
 
 class OptimizerConfig(ComponentSection):
     name: str = "adamw"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
+    # declared once, with the optimizers' own check of them (hparams.COMMON_OPTIMIZER_PARAMS)
+    lr: float = Field(COMMON_OPTIMIZER_PARAMS["lr"].default, gt=0.0)
+    weight_decay: float = Field(COMMON_OPTIMIZER_PARAMS["weight_decay"].default, ge=0.0)
 
 
 class SchedulerConfig(ComponentSection):

@@ -52,3 +52,11 @@ def resolve_params(owner: str, specs: dict[str, Param], given: dict[str, Any], w
         if problem:
             raise InputError(problem, where=f"{where}.{key}", fix=spec.help or None)
     return resolved
+
+
+#: lr and weight_decay: every optimizer takes them (as arguments of optim.build_optimizer, and
+#: as optimizer.lr / optimizer.weight_decay in a config, whose defaults these are)
+COMMON_OPTIMIZER_PARAMS: dict[str, Param] = {
+    "lr": Param(1e-3, low=0.0, low_open=True, help="learning rate, > 0"),
+    "weight_decay": Param(0.01, low=0.0, help="weight decay, >= 0 (never applied to biases and norms)"),
+}

@@ -28,7 +28,8 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from .errors import InputError
-from .hparams import Param, resolve_params
+from .hparams import COMMON_OPTIMIZER_PARAMS, Param, resolve_params
+from .registry import Registry
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +188,8 @@ _ADAM = _betas_eps(0.9, 0.999, 1e-8)
 # NovoGrad's betas as timm and apex defaults for it: (0.95, 0.98)
 _NOVOGRAD = _betas_eps(0.95, 0.98, 1e-8)
 
-OPTIMIZERS: dict[str, OptimInfo] = {info.name: info for info in (
+OPTIMIZERS: Registry[OptimInfo] = Registry("optimizer", "optimizer.name")
+for _info in (
     # torch runs its optimizers per tensor on the CPU unless asked: every name that has a fused
     # (Adam, AdamW, SGD) or multi-tensor (RAdam, RMSprop) kernel gets it, on CPU and CUDA alike
     # (AdamW on one 14M-element tensor: 116 ms per tensor, 11 ms fused)
@@ -221,24 +223,17 @@ OPTIMIZERS: dict[str, OptimInfo] = {info.name: info for info in (
     OptimInfo("momentum", torch.optim.SGD, "SGD with classical (heavy-ball) momentum, L2 weight decay",
               kernel_flag="fused",
               params={"momentum": _MOMENTUM}, fixed={"nesterov": False}),
-)}
+):
+    OPTIMIZERS.register(_info.name, _info)
 
-#: lr and weight_decay: every optimizer takes them, as arguments of build_optimizer
-COMMON_OPTIMIZER_PARAMS: dict[str, Param] = {
-    "lr": Param(1e-3, low=0.0, low_open=True, help="learning rate, > 0"),
-    "weight_decay": Param(0.0, low=0.0, help="weight decay, >= 0 (never applied to biases and norms)"),
-}
 
 
 def list_optimizers() -> list[str]:
-    return sorted(OPTIMIZERS)
+    return OPTIMIZERS.names()
 
 
 def optimizer_info(name: str, where: str = "optimizer.name") -> OptimInfo:
-    if name not in OPTIMIZERS:
-        raise InputError(f"unknown optimizer {name!r}", where=where,
-                         fix=f"use one of: {', '.join(list_optimizers())}")
-    return OPTIMIZERS[name]
+    return OPTIMIZERS.get(name, where)
 
 
 def resolve_optimizer_params(name: str, params: dict[str, Any] | None,
@@ -429,7 +424,8 @@ _DECAY_RATE = Param(0.1, low=0.0, high=1.0, low_open=True, high_open=True,
 _ANNEALING = {**_WARMUP, **_MIN_LR,
               "cooldown_epochs": Param(0.0, low=0.0, help="final epochs held at min_lr")}
 
-SCHEDULERS: dict[str, SchedInfo] = {info.name: info for info in (
+SCHEDULERS: Registry[SchedInfo] = Registry("scheduler", "scheduler.name")
+for _info in (
     SchedInfo("cosine", "timm CosineLRScheduler", "update", "warmup, half-cosine to min_lr, cooldown",
               _annealing(CosineLRScheduler), _ANNEALING),
     SchedInfo("tanh", "timm TanhLRScheduler", "update", "warmup, tanh decay to min_lr, cooldown",
@@ -447,18 +443,16 @@ SCHEDULERS: dict[str, SchedInfo] = {info.name: info for info in (
               whole_numbers=("patience", "cooldown_epochs")),
     SchedInfo("constant", "timm StepLRScheduler (decay_rate=1)", "update", "warmup, then the base lr",
               _build_constant, _WARMUP),
-)}
+):
+    SCHEDULERS.register(_info.name, _info)
 
 
 def list_schedulers() -> list[str]:
-    return sorted(SCHEDULERS)
+    return SCHEDULERS.names()
 
 
 def scheduler_info(name: str, where: str = "scheduler.name") -> SchedInfo:
-    if name not in SCHEDULERS:
-        raise InputError(f"unknown scheduler {name!r}", where=where,
-                         fix=f"use one of: {', '.join(list_schedulers())}")
-    return SCHEDULERS[name]
+    return SCHEDULERS.get(name, where)
 
 
 def resolve_scheduler_params(name: str, params: dict[str, Any] | None,

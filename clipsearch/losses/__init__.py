@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..hparams import Param, resolve_params
+from ..registry import Registry
 from .base import ContrastiveLoss, LossInfo
 from .ce import CrossEntropyLoss
 from .clip import ClipLoss, learnable_temperature_problem
@@ -18,12 +19,11 @@ from .isogclr import ISogCLRLoss, ISogCLRV2Loss, temperature_range_problem
 from .sogclr import SogCLRLoss
 from .supcon import NTXentLoss, SupConLoss
 
-_REGISTRY: dict[str, LossInfo] = {}
+LOSSES: Registry[LossInfo] = Registry("loss", "loss.name")
 
 
 def register(info: LossInfo) -> LossInfo:
-    _REGISTRY[info.name] = info
-    return info
+    return LOSSES.register(info.name, info)
 
 
 # Shared Param definitions: one range check per knob, whichever loss it belongs to.
@@ -118,14 +118,11 @@ register(LossInfo(
 
 
 def list_losses() -> list[str]:
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def loss_info(name: str, where: str = "loss.name") -> LossInfo:
-    if name not in _REGISTRY:
-        raise InputError(f"unknown loss {name!r}", where=where,
-                         fix=f"use one of: {', '.join(list_losses())}")
-    return _REGISTRY[name]
+    return LOSSES.get(name, where)
 
 
 def resolve_loss_params(name: str, params: dict[str, Any], where: str = "loss") -> dict[str, float]:
@@ -150,5 +147,5 @@ def build_loss(name: str, params: dict[str, Any] | None = None, num_samples: int
     return info.cls(**resolved)
 
 
-__all__ = ["ContrastiveLoss", "LossInfo", "Param", "build_loss", "list_losses", "loss_info",
+__all__ = ["LOSSES", "ContrastiveLoss", "LossInfo", "Param", "build_loss", "list_losses", "loss_info",
            "register", "resolve_loss_params"]

@@ -24,7 +24,7 @@ class CrossEntropyLoss(ContrastiveLoss):
     needs_text = False
     name = "ce"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, *, label_smoothing: float):
         super().__init__()
         self.label_smoothing = float(label_smoothing)
 

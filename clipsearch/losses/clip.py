@@ -43,7 +43,7 @@ def learnable_temperature_problem(params: dict[str, float]) -> str | None:
 
 
 class ClipLoss(ContrastiveLoss):
-    def __init__(self, temperature: float = 0.01, learnable_temperature: float = 0.0):
+    def __init__(self, *, temperature: float, learnable_temperature: float):
         super().__init__()
         params = {"temperature": temperature, "learnable_temperature": learnable_temperature}
         problem = learnable_temperature_problem(params)

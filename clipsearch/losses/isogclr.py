@@ -80,9 +80,8 @@ class ISogCLRLoss(GlobalContrastiveLoss):
     #: None: G is used unclipped (isogclr_v2)
     gradient_clip: float | None = TEMPERATURE_GRADIENT_CLIP
 
-    def __init__(self, num_samples: int, gamma: float = 0.8, tau_init: float = 0.01,
-                 tau_min: float = 0.005, tau_max: float = 0.05, rho_I: float = 8.0, rho_T: float = 8.0,
-                 eta: float = 0.01, beta: float = 0.9, eps: float = 1e-8):
+    def __init__(self, num_samples: int, *, gamma: float, tau_init: float, tau_min: float, tau_max: float,
+                 rho_I: float, rho_T: float, eta: float, beta: float, eps: float):
         super().__init__(num_samples, gamma, eps)
         problem = temperature_range_problem({"tau_min": tau_min, "tau_max": tau_max, "tau_init": tau_init})
         if problem:
@@ -138,9 +137,8 @@ class ISogCLRV2Loss(ISogCLRLoss):
     name = "isogclr_v2"
     gradient_clip = None
 
-    def __init__(self, num_samples: int, gamma: float = 0.8, tau_init: float = 0.07,
-                 tau_min: float = 0.005, tau_max: float = 1.0, rho_I: float = 6.0, rho_T: float = 6.0,
-                 eta: float = 0.01, beta: float = 0.9, lambda_: float = 1.0, eps: float = 1e-8):
+    def __init__(self, num_samples: int, *, gamma: float, tau_init: float, tau_min: float, tau_max: float,
+                 rho_I: float, rho_T: float, eta: float, beta: float, lambda_: float, eps: float):
         super().__init__(num_samples, gamma=gamma, tau_init=tau_init, tau_min=tau_min, tau_max=tau_max,
                          rho_I=rho_I, rho_T=rho_T, eta=eta, beta=beta, eps=eps)
         self.lambda_ = float(lambda_)

@@ -238,7 +238,7 @@ class SogCLRLoss(GlobalContrastiveLoss):
 
     name = "sogclr"
 
-    def __init__(self, num_samples: int, gamma: float = 0.8, temperature: float = 0.01, eps: float = 1e-8):
+    def __init__(self, num_samples: int, *, gamma: float, temperature: float, eps: float):
         super().__init__(num_samples, gamma, eps)
         self.temperature = float(temperature)
 

@@ -75,7 +75,7 @@ class SupConLoss(ContrastiveLoss):
     needs_text = False
     name = "supcon"
 
-    def __init__(self, temperature: float = 0.07):
+    def __init__(self, *, temperature: float):
         super().__init__()
         self.temperature = float(temperature)
 
@@ -99,7 +99,7 @@ class NTXentLoss(ContrastiveLoss):
     needs_text = False
     name = "ntxent"
 
-    def __init__(self, temperature: float = 0.1):
+    def __init__(self, *, temperature: float):
         super().__init__()
         self.temperature = float(temperature)
 

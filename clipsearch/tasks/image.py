@@ -33,6 +33,7 @@ from ..errors import InputError
 from ..losses import build_loss, loss_info
 from ..models import ImageEncoder, build_image_encoder, load_trainable_state
 from ..probe import linear_probe
+from ..registry import Registry
 from .base import Setup, Task
 
 #: image.evaluator name -> factory(splits, cfg, device) -> evaluator(model, autocast) -> metrics
@@ -45,26 +46,24 @@ class EvaluatorEntry:
     metrics: tuple[str, ...]  # every metric it can report (a search space may maximise any)
 
 
-_EVALUATORS: dict[str, EvaluatorEntry] = {}
+EVALUATORS: Registry[EvaluatorEntry] = Registry("evaluator", "image.evaluator")
 
 
 def register_evaluator(name: str, factory: EvaluatorFactory, metrics: tuple[str, ...]) -> None:
-    _EVALUATORS[name] = EvaluatorEntry(factory, tuple(metrics))
+    EVALUATORS.register(name, EvaluatorEntry(factory, tuple(metrics)))
 
 
 def evaluator_metrics() -> tuple[str, ...]:
     """What the image task's evaluators can report, in registration order, once each."""
-    return tuple(dict.fromkeys(m for entry in _EVALUATORS.values() for m in entry.metrics))
+    return tuple(dict.fromkeys(m for entry in EVALUATORS for m in entry.metrics))
 
 
 def list_evaluators() -> list[str]:
-    return sorted(_EVALUATORS)
+    return EVALUATORS.names()
 
 
 def check_evaluator(name: str) -> None:
-    if name not in _EVALUATORS:
-        raise InputError(f"unknown evaluator {name!r}", where="image.evaluator",
-                         fix=f"use one of: {', '.join(list_evaluators())}")
+    EVALUATORS.get(name)  # InputError naming image.evaluator and the evaluators that exist
 
 
 def views_of(cfg) -> int:
@@ -90,7 +89,7 @@ def setup(cfg, device: torch.device) -> Setup:
     model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if classifier else None).to(device)
     batches = _batches(cfg, splits, model.image_preprocess)
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(splits.train)).to(device)
-    evaluator = _EVALUATORS[cfg.image.evaluator].factory(splits, cfg, device)
+    evaluator = EVALUATORS.get(cfg.image.evaluator).factory(splits, cfg, device)
     return Setup(model, batches, loss_fn, evaluator, _step(classifier), len(splits.train),
                  len(splits.train.skipped))
 

@@ -97,7 +97,7 @@ _COMMON_KEYS = ("base", "metric", "num_samples", "max_concurrent", "params")
 
 
 @dataclass(frozen=True)
-class Param:
+class SearchedParam:
     """One searched parameter: a distribution over a config key, maybe conditional."""
 
     key: str
@@ -140,14 +140,14 @@ class Param:
             return next(v for v in self.values if _same(value, v))
         return int(value) if self.kind == "int" else float(value)
 
-    def scaled(self, centre: float, clip: tuple[float | None, float | None]) -> Param:
+    def scaled(self, centre: float, clip: tuple[float | None, float | None]) -> SearchedParam:
         """The absolute parameter of a `relative: true` one: bounds times `centre`, kept in `clip`."""
         low, high = (v * centre for v in self.values)
         if clip[0] is not None:
             low, high = max(low, clip[0]), max(high, clip[0])
         if clip[1] is not None:
             low, high = min(low, clip[1]), min(high, clip[1])
-        return Param(self.key, self.kind, (low, high), self.when)
+        return SearchedParam(self.key, self.kind, (low, high), self.when)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -188,7 +188,7 @@ class SearchSpace:
     num_samples: int
     max_concurrent: int
     constants: dict[str, Any]
-    params: list[Param]                # in an order where every `when` target comes first
+    params: list[SearchedParam]                # in an order where every `when` target comes first
     asha: dict[str, int] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)  # Optuna phases: the file's block, kind filled in
     top_optimizers: int = 3
@@ -215,7 +215,7 @@ class OptunaSpace:
     restore an interrupted phase.
     """
 
-    def __init__(self, params: list[Param], constants: dict[str, Any]):
+    def __init__(self, params: list[SearchedParam], constants: dict[str, Any]):
         self.params, self.constants = params, constants
 
     def __call__(self, trial) -> dict[str, Any]:
@@ -407,7 +407,7 @@ def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dic
     constants, params = {}, []
     for key, spec in params_doc.items():
         item = _parse_param(str(key), spec, kind, where)
-        if isinstance(item, Param):
+        if isinstance(item, SearchedParam):
             params.append(item)
         else:
             constants[str(key)] = item
@@ -566,7 +566,7 @@ def _check_sampler_option(info: SamplerKind, key: str, value: Any, at: str) -> N
                          fix=f"write e.g. `{key}: {24 if key == 'n_ei_candidates' else 3}`")
 
 
-def _parse_param(key: str, spec: Any, kind: PhaseKind, where: str) -> Param | Any:
+def _parse_param(key: str, spec: Any, kind: PhaseKind, where: str) -> SearchedParam | Any:
     at = f"{where}: params.{key}"
     _check_key(key, at)
     if key in kind.provided:
@@ -587,7 +587,7 @@ def _parse_param(key: str, spec: Any, kind: PhaseKind, where: str) -> Param | An
     dist = dists[0]
     _check_phase_allows(dist, spec, kind, at)
     values = _check_values(dist, spec[dist], at, relative=bool(spec.get("relative")))
-    return Param(key, dist, values, _parse_when(spec.get("when"), at), bool(spec.get("relative")))
+    return SearchedParam(key, dist, values, _parse_when(spec.get("when"), at), bool(spec.get("relative")))
 
 
 def _check_key(key: str, at: str) -> None:
@@ -677,7 +677,7 @@ def _parse_when(when: Any, at: str) -> dict[str, tuple]:
     return out
 
 
-def _ordered(params: list[Param], given: set[str], where: str) -> list[Param]:
+def _ordered(params: list[SearchedParam], given: set[str], where: str) -> list[SearchedParam]:
     """Parameters sorted so that each comes after those its `when` reads (define-by-run draws
     them in this order); an unknown target or a cycle is an error."""
     by_key = {p.key: p for p in params}
@@ -688,7 +688,7 @@ def _ordered(params: list[Param], given: set[str], where: str) -> list[Param]:
                 raise InputError(f"when: {target!r} is not a parameter of this space", where=f"{where}: params.{p.key}.when",
                                  fix=f"condition on one of: {', '.join(others)}" if others
                                  else "condition on a parameter the file lists (a choice or a constant)")
-    done: list[Param] = []
+    done: list[SearchedParam] = []
     pending = list(params)
     while pending:
         ready = [p for p in pending if all(t not in by_key or by_key[t] in done for t in p.when)]
@@ -765,7 +765,7 @@ def _structural_keys(space: SearchSpace, provided: dict[str, tuple]) -> list[str
     return sorted(keys)
 
 
-def _absolute(space: SearchSpace, params: list[Param], known: dict[str, Any]) -> list[Param]:
+def _absolute(space: SearchSpace, params: list[SearchedParam], known: dict[str, Any]) -> list[SearchedParam]:
     """Relative parameters scaled around what a trial with `known` values starts from."""
     if not any(p.relative for p in params):
         return params
@@ -773,7 +773,7 @@ def _absolute(space: SearchSpace, params: list[Param], known: dict[str, Any]) ->
     return [p.scaled(_centre(space, p, start), _valid_range(p.key, start)) if p.relative else p for p in params]
 
 
-def _centre(space: SearchSpace, p: Param, start: dict[str, Any]) -> float:
+def _centre(space: SearchSpace, p: SearchedParam, start: dict[str, Any]) -> float:
     centre = start.get(p.key)
     if isinstance(centre, bool) or not isinstance(centre, (int, float)) or centre <= 0:
         raise InputError(f"relative bounds need a positive value to scale; the trials start with {p.key}={centre!r}",
@@ -834,7 +834,7 @@ def resolve_relative(space: SearchSpace, carried: dict[str, Any]) -> SearchSpace
 def _valid_range(key: str, start: dict[str, Any]) -> tuple[float | None, float | None]:
     """The closed bounds of a component parameter from the registry entry of the component the
     trials run (open bounds stay unclipped: the config check reports them)."""
-    from ..optim import COMMON_OPTIMIZER_PARAMS
+    from ..hparams import COMMON_OPTIMIZER_PARAMS
 
     section, _, name = key.partition(".")
     if section not in COMPONENTS:

@@ -14,7 +14,7 @@ import pytest
 from clipsearch.tune.phases import Options, prepare, startup_warning_of
 from clipsearch.tune.runner import _optuna_search
 from clipsearch.tune.searcher import ResumableOptunaSearch
-from clipsearch.tune.space import (OptunaSpace, Param, default_space_path, incumbent_point, load_space, optuna_sampler,
+from clipsearch.tune.space import (OptunaSpace, SearchedParam, default_space_path, incumbent_point, load_space, optuna_sampler,
                                    resolve_relative, resolved_flat, sampler_settings)
 
 from .test_space import SHIPPED, write
@@ -173,15 +173,15 @@ def test_prepared_phase3_enqueues_phase2s_best_and_the_runner_runs_it_first(tmp_
 
 
 @pytest.mark.parametrize("param, value, drawn", [
-    (Param("model.embed_dim", "choice", (64, 128)), 64.0, 64),
-    (Param("model.embed_dim", "choice", (64, 128)), 32, None),
-    (Param("model.embed_dim", "choice", (64, 128)), "64", None),
-    (Param("loss.flag", "choice", (0, 1)), True, None),          # a bool is not the choice 1
-    (Param("scheduler.warmup_epochs", "int", (0, 5)), 1.0, 1),
-    (Param("scheduler.warmup_epochs", "int", (0, 5)), 0.5, None),
-    (Param("optimizer.lr", "loguniform", (1e-4, 1e-2)), 1e-2, 1e-2),
-    (Param("optimizer.lr", "loguniform", (1e-4, 1e-2)), 2e-2, None),
-    (Param("optimizer.lr", "loguniform", (1e-4, 1e-2)), None, None),
+    (SearchedParam("model.embed_dim", "choice", (64, 128)), 64.0, 64),
+    (SearchedParam("model.embed_dim", "choice", (64, 128)), 32, None),
+    (SearchedParam("model.embed_dim", "choice", (64, 128)), "64", None),
+    (SearchedParam("loss.flag", "choice", (0, 1)), True, None),          # a bool is not the choice 1
+    (SearchedParam("scheduler.warmup_epochs", "int", (0, 5)), 1.0, 1),
+    (SearchedParam("scheduler.warmup_epochs", "int", (0, 5)), 0.5, None),
+    (SearchedParam("optimizer.lr", "loguniform", (1e-4, 1e-2)), 1e-2, 1e-2),
+    (SearchedParam("optimizer.lr", "loguniform", (1e-4, 1e-2)), 2e-2, None),
+    (SearchedParam("optimizer.lr", "loguniform", (1e-4, 1e-2)), None, None),
 ])
 def test_a_parameter_holds_the_values_its_draws_can_be_and_gives_them_as_drawn(param, value, drawn):
     assert param.holds(value) is (drawn is not None)
