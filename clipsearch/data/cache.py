@@ -11,10 +11,10 @@ bytes; or a caller's `fingerprint` (tar shards pass their shards' path, size and
 cache hit reads no image bytes). Editing, replacing or touching a file gives a new key.
 
 Files per key: `<key>.json` (which sources were skipped as corrupt, and why) and `<key>.npy`.
-Both are written under temporary names in cache_dir and moved into place with os.replace,
-the .json first: a run that dies mid-write leaves only a hidden `.<key>.*.tmp*` file that no
-later run reads. Concurrent runs on the same inputs each write their own temporary file; the
-last rename wins and both results are identical.
+Both are written atomically (clipsearch.results.atomic: a hidden temporary file in cache_dir,
+renamed into place), the .json first: a run that dies mid-write leaves only a hidden
+`.<key>.*.tmp*` file that no later run reads. Concurrent runs on the same inputs each write
+their own temporary file; the last rename wins and both results are identical.
 
 Image handling (`decode_image`): EXIF orientation applied; any mode (L, P, RGBA, CMYK,
 16-bit, ...) to RGB, transparent pixels composited onto white; the shorter side resized to S
@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import sys
 import warnings
@@ -43,6 +42,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..results import atomic_path, atomic_write, atomic_write_text
 
 #: bump when decoding changes (resampling, crop, colour handling) so old caches are not reused
 CACHE_FORMAT_VERSION = 1
@@ -255,34 +255,38 @@ def _decode_to_cache(
     progress: bool, workers: int | None,
 ) -> DecodedImages:
     count = len(sources)
-    shape = (count, image_size, image_size, 3)
-    _check_free_space(cache_dir, int(np.prod(shape)))
-    temps: list[Path] = []
-    try:
-        temps.append(_temp_path(cache_dir, key, ".npy"))
-        out = np.lib.format.open_memmap(temps[-1], mode="w+", dtype=np.uint8, shape=shape)
-        failures = _decode_all(sources, out, image_size, workers, progress, on_corrupt)
-        kept = _kept_indices(count, [i for i, _, _ in failures])
-        if len(kept) == 0:
-            raise InputError(
-                f"none of the {count} images could be decoded (first: {failures[0][2]})",
-                where=failures[0][1], fix="check that the files are images",
-            )
-        if failures:
-            temps.append(_temp_path(cache_dir, key, ".npy"))
-            out = _copy_rows(out, kept, temps[-1])
-        out.flush()
-        del out  # close the map before the rename (required on Windows, tidy elsewhere)
+    _check_free_space(cache_dir, count * image_size * image_size * 3)
+    with atomic_path(cache_dir / f"{key}.npy") as decoded:
+        failures = _decode_to_file(sources, decoded, image_size, workers, progress, on_corrupt)
         meta = {"version": CACHE_FORMAT_VERSION, "image_size": image_size,
                 "num_sources": count, "skipped": [list(f) for f in failures]}
-        _write_text_atomic(cache_dir / f"{key}.json", json.dumps(meta), cache_dir, key)
-        os.replace(temps[-1], cache_dir / f"{key}.npy")
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+        atomic_write_text(cache_dir / f"{key}.json", json.dumps(meta))
     result = _load_cached(cache_dir, key, image_size)
     assert result is not None, "a cache file just written must load"
     return result
+
+
+def _decode_to_file(
+    sources: Sized, path: Path, image_size: int, workers: int | None, progress: bool, on_corrupt: str,
+) -> list[tuple[int, str, str]]:
+    """Every source decoded into the .npy at `path`, less the images that failed; the failures."""
+    count = len(sources)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, image_size, image_size, 3))
+    failures = _decode_all(sources, out, image_size, workers, progress, on_corrupt)
+    kept = _kept_indices(count, [i for i, _, _ in failures])
+    if len(kept) == 0:
+        raise InputError(
+            f"none of the {count} images could be decoded (first: {failures[0][2]})",
+            where=failures[0][1], fix="check that the files are images",
+        )
+    if failures:
+        with atomic_path(path) as kept_only:
+            _copy_rows(out, kept, kept_only)
+            del out  # close the map before the rename (required on Windows, tidy elsewhere)
+    else:
+        out.flush()
+        del out
+    return failures
 
 
 def _kept_indices(count: int, dropped: list[int]) -> np.ndarray:
@@ -341,13 +345,13 @@ def _corrupt_error(name: str, reason: str) -> InputError:
     return InputError(f"cannot decode this image ({reason})", where=name, fix=SKIP_FIX)
 
 
-def _copy_rows(src: np.ndarray, rows: np.ndarray, path: Path, chunk: int = 1024) -> np.ndarray:
-    """A new memmap at `path` holding src[rows], copied a chunk at a time to bound memory."""
+def _copy_rows(src: np.ndarray, rows: np.ndarray, path: Path, chunk: int = 1024) -> None:
+    """A new .npy at `path` holding src[rows], copied a chunk at a time to bound memory."""
     dst = np.lib.format.open_memmap(path, mode="w+", dtype=src.dtype,
                                     shape=(len(rows),) + src.shape[1:])
     for start in range(0, len(rows), chunk):
         dst[start:start + chunk] = src[rows[start:start + chunk]]
-    return dst
+    dst.flush()
 
 
 def _handle_skipped(result: DecodedImages, meta_path: Path, on_corrupt: str) -> None:
@@ -375,20 +379,6 @@ def _check_free_space(cache_dir: Path, nbytes: int) -> None:
         )
 
 
-def _temp_path(cache_dir: Path, key: str, suffix: str) -> Path:
-    # Hidden, unique per writer, and never the name a reader looks for.
-    return cache_dir / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}"
-
-
-def _write_text_atomic(path: Path, text: str, cache_dir: Path, key: str) -> None:
-    temp = _temp_path(cache_dir, key, path.suffix)
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def cached_arrays(cache_dir: str | os.PathLike, key: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays `build()` returns, kept as `cache_dir/<key>.npz` for the next process.
 
@@ -405,14 +395,8 @@ def cached_arrays(cache_dir: str | os.PathLike, key: str, build: Callable[[], di
         pass  # absent, or cut short by a writer that died: build it again
     arrays = build()
     try:
-        folder = _ensure_cache_dir(path.parent)
-        temp = _temp_path(folder, key, ".npz")
-        try:
-            with open(temp, "wb") as file:  # a file object: np.savez would append .npz to a path
-                np.savez(file, **arrays)
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+        _ensure_cache_dir(path.parent)
+        atomic_write(path, lambda file: np.savez(file, **arrays))
     except (OSError, InputError) as exc:
         print(f"clipsearch: not caching {key} in {path.parent}: {exc}", file=sys.stderr)
     return arrays

@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-PNG_DIR = "report_png"
 WIDTH = 900  # small files: a figure is a few tens of kB
 
 

@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InputError
-from ..results import atomic_write_text, write_json
+from ..results import IMPORTANCE_JSON, PHASES, PNG_DIR, REPORT_HTML, atomic_write_text, write_json
 from . import data as D
 from . import figures as F
 from . import html as H
-from .export import PNG_DIR, write_pngs
+from .export import write_pngs
 from .importance import importance_report
 from .sources import PhaseData, is_phase, load_phase
 
-REPORT_HTML, IMPORTANCE_JSON = "report.html", "importance.json"
-PHASE_ORDER = ("phase1", "phase2", "phase3")
 TOP_K = 10
 
 
@@ -227,7 +225,7 @@ def write_phase_report(phase_dir: Path, png: bool = True) -> Path:
 def phase_dirs(exp_dir: Path) -> list[Path]:
     """The experiment's phases (folders holding a trials.csv): phase1..3 first, others by name."""
     found = [d for d in Path(exp_dir).iterdir() if d.is_dir() and is_phase(d)] if Path(exp_dir).is_dir() else []
-    return sorted(found, key=lambda d: (PHASE_ORDER.index(d.name) if d.name in PHASE_ORDER else len(PHASE_ORDER),
+    return sorted(found, key=lambda d: (PHASES.index(d.name) if d.name in PHASES else len(PHASES),
                                         d.name))
 
 

@@ -3,11 +3,9 @@
 - trials.csv, best.json, phase.json: the phase's own files (clipsearch.results).
 - optuna.db (phases 1 and 3): the distributions the search space declared, read-only.
 - per-epoch histories: the phase's own history/trial_ID.jsonl (clipsearch.results), which
-  the driver appends as results arrive; for phases run before it existed, Ray Tune's record of
-  each trial, `result.json` (one JSON object per reported epoch) in the trial's folder under
-  phase.json's `experiment_path` (results/EXP/PHASE/ray by default), `progress.csv` where
-  result.json is missing. A trial reported again after a resume has the same epoch twice: the
-  later report wins, as in the phase's ranking.
+  the driver appends as results arrive. A trial reported again after a resume has the same
+  epoch twice: the later report wins, as in the phase's ranking. Ray's own files (ray/) are
+  never read: a phase run before clipsearch kept its histories shows no per-epoch curves.
 - optional, for classification runs: `embeddings.npz` (arrays `embeddings` (n, d), `labels`
   (n,), optionally `class_names`) and `confusion_matrix.json` ({"class_names": [...],
   "matrix": [[...]]}, rows = true class), where a protocol writes them into the phase folder.
@@ -16,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import sqlite3
@@ -26,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ..results import BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, read_history_file, read_json, read_trials_csv
+from ..results import (BEST_JSON, CONFUSION_JSON, EMBEDDINGS_NPZ, HISTORY_DIR, OPTUNA_DB, PHASE_JSON, TRIALS_CSV,
+                       read_histories, read_json, read_trials_csv)
 from .data import History, Row
 
-EMBEDDINGS, CONFUSION, OPTUNA_DB = "embeddings.npz", "confusion_matrix.json", "optuna.db"
 DEFAULT_METRIC = "objective"
-_RAY_DIR = "ray"
 _KEEP = ("epoch", "timestamp", "time_total_s")  # bookkeeping a history keeps besides metrics
 
 
@@ -41,7 +37,7 @@ class PhaseData:
     rows: list[Row]                            # trials.csv
     state: dict[str, Any]                      # phase.json ({} when absent)
     best: dict[str, Any] | None                # best.json
-    histories: dict[str, History]              # per epoch, from Ray's trial folders
+    histories: dict[str, History]              # per epoch, from the phase's history/
     histories_from: str                        # where they were read, or why there are none
     order: list[str]                           # trial ids in the order the trials started
     declared: dict[str, dict[str, Any]] = field(default_factory=dict)   # from optuna.db
@@ -67,9 +63,7 @@ def load_phase(phase_dir: Path) -> PhaseData:
     rows = read_trials_csv(phase_dir / TRIALS_CSV)
     state = _optional_json(phase_dir / PHASE_JSON) or {}
     best = _optional_json(phase_dir / BEST_JSON)
-    histories, where = read_own_histories(phase_dir / HISTORY_DIR)
-    if not histories:
-        histories, where = read_histories(_experiment_path(phase_dir, state))
+    histories, where = phase_histories(phase_dir / HISTORY_DIR)
     data = PhaseData(phase_dir, rows, state, best, histories, where, start_order(histories),
                      declared_distributions(phase_dir / OPTUNA_DB))
     _load_extras(data)
@@ -80,61 +74,17 @@ def _optional_json(path: Path) -> dict | None:
     return read_json(path, path.name, "rerun the phase") if path.is_file() else None
 
 
-def _experiment_path(phase_dir: Path, state: dict) -> Path | str:
-    """Where Ray kept the trials: the phase folder's own ray/ (the default storage, and the
-    right one when results were copied elsewhere), else phase.json's experiment_path (--storage;
-    a URI is not read here)."""
-    local, named = phase_dir / _RAY_DIR, state.get("experiment_path")
-    if local.is_dir() or not named:
-        return local
-    return Path(named) if "://" not in named else named
-
-
-def read_own_histories(folder: Path) -> tuple[dict[str, History], str]:
-    """Each trial's reported epochs from the phase's history/ folder, by trial id."""
-    files = sorted(folder.glob("trial_*.jsonl")) if folder.is_dir() else []
-    histories = {path.stem.removeprefix("trial_"): _by_epoch(read_history_file(path)) for path in files}
-    return {k: v for k, v in histories.items() if v}, f"clipsearch's per-trial records in {folder}"
-
-
-def read_histories(experiment_path: Path | str) -> tuple[dict[str, History], str]:
-    """Each trial's reported epochs, by trial id; and where they came from (or why none)."""
-    if not isinstance(experiment_path, Path):
-        return {}, f"Ray's trial folders are at {experiment_path}, which the report does not download"
-    if not experiment_path.is_dir():
-        return {}, f"no Ray experiment folder at {experiment_path}"
-    histories = {}
-    for folder in sorted(p for p in experiment_path.iterdir() if p.is_dir()):
-        reports = _reports(folder)
-        if reports:
-            trial_id = str(reports[0].get("trial_id") or folder.name.removeprefix("trial_"))
-            histories[trial_id] = _by_epoch(reports)
-    return histories, f"Ray's trial folders in {experiment_path}"
-
-
-def _reports(folder: Path) -> list[dict]:
-    results, progress = folder / "result.json", folder / "progress.csv"
-    if results.is_file():
-        return [row for row in map(_json_line, results.read_text(encoding="utf-8").splitlines()) if row]
-    if progress.is_file():
-        with progress.open(encoding="utf-8", newline="") as f:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    return []
-
-
-def _json_line(line: str) -> dict | None:
-    try:  # a driver killed mid-write leaves half a last line
-        row = json.loads(line)
-    except ValueError:
-        return None
-    return row if isinstance(row, dict) else None
-
-
-def _number(cell: str) -> Any:
-    try:
-        return float(cell)
-    except (TypeError, ValueError):
-        return cell
+def phase_histories(folder: Path) -> tuple[dict[str, History], str]:
+    """Each trial's reported epochs from a phase's history/ folder, by trial id; and where they
+    came from, or why there are none (the note a figure without them shows)."""
+    if not folder.is_dir():
+        return {}, (f"no {folder.name}/ folder in {folder.parent}: the phase was run before clipsearch kept "
+                    f"its own per-trial histories")
+    histories = {trial_id: _by_epoch(rows) for trial_id, rows in read_histories(folder).items()}
+    histories = {k: v for k, v in histories.items() if v}
+    if not histories:
+        return {}, f"no trial reported an epoch in {folder}"
+    return histories, f"clipsearch's per-trial records in {folder}"
 
 
 def _by_epoch(reports: list[dict]) -> History:
@@ -175,7 +125,7 @@ def start_order(histories: dict[str, History]) -> list[str]:
 
 
 def _load_extras(data: PhaseData) -> None:
-    embeddings, confusion = data.phase_dir / EMBEDDINGS, data.phase_dir / CONFUSION
+    embeddings, confusion = data.phase_dir / EMBEDDINGS_NPZ, data.phase_dir / CONFUSION_JSON
     try:
         if embeddings.is_file():
             with np.load(embeddings, allow_pickle=False) as npz:

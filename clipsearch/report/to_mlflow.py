@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..results import PHASE_JSON, read_json
-from .export import PNG_DIR
-from .pages import IMPORTANCE_JSON, REPORT_HTML
+from ..results import IMPORTANCE_JSON, PHASE_JSON, PNG_DIR, REPORT_HTML, read_json
 
 ARTIFACT_PATH = "report"
 

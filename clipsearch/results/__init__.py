@@ -1,23 +1,36 @@
-"""What a search leaves on disk, and how to read it: no Ray, no plotly, no torch.
+"""What a search leaves on disk, and how to read and write it: no Ray, no plotly, no torch.
 
-The room that tune (which writes a phase's files) and report (which reads them) both import,
-so that neither imports the other:
-- phase_files: trials.csv, best.json, phase.json, history/trial_ID.jsonl; JSON helpers and the
-  atomic write every writer uses
+The room that tune (which writes a phase's files), report (which reads them) and the library
+(a checkpoint, a cache entry) share, so that neither tune nor report imports the other:
+- layout: every file and folder name of an experiment, a phase and a training run; PHASES
+- atomic: the one atomic write (a temporary file beside the target, renamed into place)
+- phase_files: trials.csv, best.json, phase.json, history/trial_ID.jsonl; JSON helpers
 - ranking: which trials are best, compared at the same epoch; what each phase hands on
+
+Import from here: `from clipsearch.results import TRIALS_CSV, read_trials_csv, rank_trials`.
 """
 
-from .phase_files import (BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, append_history, atomic_write_text,
-                          best_summary, ranked_rows, read_history, read_history_file, read_json, read_trials_csv,
-                          trial_rows, write_json, write_trials_csv)
+from .atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
+from .layout import (BEST_DIR, BEST_JSON, BEST_MODEL_FILE, CHECKPOINT_FILE, CONFUSION_JSON, EMBEDDINGS_NPZ,
+                     HISTORY_DIR, IMPORTANCE_JSON, OPTUNA_DB, PHASE_JSON, PHASES, PNG_DIR, PREVIOUS_CHECKPOINT_FILE,
+                     RAY_DIR, REPORT_HTML, RUN_CONFIG_YAML, STATE_DIR, TRIALS_CSV, RunFolder)
+from .phase_files import (append_history, best_summary, ranked_rows, read_histories, read_history, read_json,
+                          read_trials_csv, trial_rows, write_json, write_trials_csv)
 from .ranking import (RULE, Ranked, TrialRecord, best_with, carried_from_best, phase2_axes, rank_trials,
                       section_values, top_optimizers)
 
 __all__ = [
-    "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR",
-    "atomic_write_text", "write_json", "read_json",
-    "append_history", "read_history", "read_history_file",
+    # layout
+    "PHASES", "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR", "OPTUNA_DB", "RAY_DIR",
+    "REPORT_HTML", "IMPORTANCE_JSON", "PNG_DIR", "EMBEDDINGS_NPZ", "CONFUSION_JSON",
+    "RunFolder", "RUN_CONFIG_YAML", "STATE_DIR", "CHECKPOINT_FILE", "PREVIOUS_CHECKPOINT_FILE", "BEST_DIR",
+    "BEST_MODEL_FILE",
+    # atomic
+    "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+    # phase_files
+    "write_json", "read_json", "append_history", "read_history", "read_histories",
     "trial_rows", "write_trials_csv", "read_trials_csv", "ranked_rows", "best_summary",
+    # ranking
     "RULE", "Ranked", "TrialRecord", "rank_trials",
     "section_values", "top_optimizers", "best_with", "phase2_axes", "carried_from_best",
 ]

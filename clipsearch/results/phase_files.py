@@ -1,4 +1,4 @@
-"""A phase's files under results/EXP/PHASE: trials.csv, best.json, phase.json. No Ray.
+"""A phase's files under results/EXP/PHASE: trials.csv, best.json, phase.json, history/. No Ray.
 
 trials.csv: one row per trial: trial_id, status, rank (blank when not ranked), epochs (the
 last epoch reached), seconds, num_failures, stopped_early, the trial's config as `config/KEY`
@@ -9,8 +9,9 @@ phase.json: what the driver needs to resume the phase (settings, paths, the MLfl
 history/trial_ID.jsonl: every epoch a trial reported, one JSON object a line, appended by the
 driver as the results arrive (a retried trial may report an epoch again: the later line wins).
 
-The first three are written to a temporary file beside the target and renamed into place, so a
-reader (or the next phase) never sees half a file, even if the driver dies mid-write.
+The first three are written through clipsearch.results.atomic (a temporary file beside the
+target, renamed into place), so a reader (or the next phase) never sees half a file, even if the
+driver dies mid-write. The names are clipsearch.results.layout's.
 """
 
 from __future__ import annotations
@@ -19,31 +20,16 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .atomic import atomic_write_text
 from .ranking import RULE, Ranked, TrialRecord, rank_trials
 
-TRIALS_CSV, BEST_JSON, PHASE_JSON = "trials.csv", "best.json", "phase.json"
-HISTORY_DIR = "history"
 #: what train() reports that is bookkeeping rather than a result worth a column of its own
 _NOT_FINAL = {"best_objective", "best_epoch"}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-    except BaseException as exc:  # a full disk: the previous file stays whole, no temporary file stays behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file the user knows
-        raise
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -65,21 +51,35 @@ def read_json(path: Path, what: str, fix: str) -> dict:
         raise InputError(f"{what} is unreadable ({exc.__class__.__name__})", where=str(path), fix=fix) from None
 
 
-# ------------------------------------------------------------------------------ trials.csv
+# ------------------------------------------------------------------------------ history/
 
 def append_history(folder: Path, trial_id: str, row: dict) -> None:
     """One reported epoch of a trial, appended to folder/trial_ID.jsonl and flushed."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"trial_{trial_id}.jsonl", "a", encoding="utf-8") as out:
+    with open(_history_file(folder, trial_id), "a", encoding="utf-8") as out:
         out.write(json.dumps(row, default=_jsonable) + "\n")
 
 
 def read_history(folder: Path, trial_id: str) -> list[dict]:
     """The epochs append_history wrote for one trial, in the order they arrived (none: [])."""
-    return read_history_file(Path(folder) / f"trial_{trial_id}.jsonl")
+    return _read_history_file(_history_file(Path(folder), trial_id))
 
 
-def read_history_file(path: Path) -> list[dict]:
+def read_histories(folder: Path) -> dict[str, list[dict]]:
+    """Every trial's epochs in a history/ folder, by trial id ({} without the folder)."""
+    folder = Path(folder)
+    files = sorted(folder.glob(f"{_HISTORY_PREFIX}*.jsonl")) if folder.is_dir() else []
+    return {path.stem.removeprefix(_HISTORY_PREFIX): _read_history_file(path) for path in files}
+
+
+_HISTORY_PREFIX = "trial_"
+
+
+def _history_file(folder: Path, trial_id: str) -> Path:
+    return folder / f"{_HISTORY_PREFIX}{trial_id}.jsonl"
+
+
+def _read_history_file(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
@@ -92,6 +92,8 @@ def read_history_file(path: Path) -> list[dict]:
             rows.append(row)
     return rows
 
+
+# ------------------------------------------------------------------------------ trials.csv
 
 def trial_rows(records: list[TrialRecord], ranked: list[Ranked], metric: str, epochs: int) -> list[dict]:
     ranks = {r.record.trial_id: r for r in ranked}

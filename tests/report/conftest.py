@@ -13,12 +13,11 @@ Started in the order t3, t4, t2, t1, t5, t6. Ranked (reach, then score): t1, t2,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from clipsearch.results import write_json, write_trials_csv
+from clipsearch.results import HISTORY_DIR, append_history, write_json, write_trials_csv
 
 EPOCHS = 4
 CURVES = {"t1": [1, 2, 3, 4], "t2": [2, 3, 3.5, 3], "t3": [5], "t4": [1, 1.5], "t5": [0.5, 1, 1.5, 2], "t6": [0.1]}
@@ -64,10 +63,10 @@ def hand_histories() -> dict[str, list[dict]]:
 
 
 def write_phase(phase_dir: Path, curves: dict[str, list[float]], configs: dict[str, dict], ranks: dict,
-                errored: set[str] = frozenset(), started: list[str] | None = None, ray: bool = True,
+                errored: set[str] = frozenset(), started: list[str] | None = None, history: bool = True,
                 state: dict | None = None) -> Path:
-    """A phase folder as clipsearch writes it: trials.csv, best.json, phase.json and Ray's
-    trial folders (result.json, one JSON line per epoch)."""
+    """A phase folder as clipsearch writes it: trials.csv, best.json, phase.json and (with
+    history) history/trial_ID.jsonl, one line per reported epoch as the driver appends it."""
     phase_dir.mkdir(parents=True, exist_ok=True)
     rows = [csv_row(t, v, configs[t], ranks.get(t), errored=t in errored) for t, v in curves.items()]
     write_trials_csv(phase_dir / "trials.csv", sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0)))
@@ -79,19 +78,18 @@ def write_phase(phase_dir: Path, curves: dict[str, list[float]], configs: dict[s
         write_json(phase_dir / "best.json", {"trial_id": top["trial_id"], "score": top["best_objective"],
                                              "compared_at_epoch": top["epochs"], "best_epoch": top["best_epoch"],
                                              "decided": configs[top["trial_id"]]})
-    if ray:
+    if history:
         for start, trial_id in enumerate(started or list(curves)):
-            _write_result_json(phase_dir / "ray" / f"trial_{trial_id}", trial_id, curves[trial_id],
-                               started=1000.0 + 100 * start)
+            _write_history(phase_dir / HISTORY_DIR, trial_id, curves[trial_id], started=1000.0 + 100 * start)
     return phase_dir
 
 
-def _write_result_json(folder: Path, trial_id: str, values: list[float], started: float) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"epoch": e + 1, "objective": v, "trial_id": trial_id, "time_total_s": 10.0 * (e + 1),
-                         "timestamp": started + 10.0 * (e + 1), "done": False, "hostname": "vm"})
-             for e, v in enumerate(values)]
-    (folder / "result.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+def _write_history(folder: Path, trial_id: str, values: list[float], started: float) -> None:
+    """A trial's epochs as Tune hands them to the driver's TrialHistory: metrics and Tune's bookkeeping."""
+    for e, v in enumerate(values):
+        append_history(folder, trial_id, {"epoch": e + 1, "objective": v, "trial_id": trial_id,
+                                          "time_total_s": 10.0 * (e + 1), "timestamp": started + 10.0 * (e + 1),
+                                          "done": False, "hostname": "vm"})
 
 
 @pytest.fixture

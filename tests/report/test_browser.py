@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from clipsearch.report import write_experiment_report
-from clipsearch.report.export import PNG_DIR
+from clipsearch.results import PNG_DIR
 
 from .conftest import CONFIGS, CURVES, RANKS, STARTED, write_phase
 

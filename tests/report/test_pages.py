@@ -10,7 +10,8 @@ from clipsearch.errors import InputError
 from clipsearch.report import export, log_phase_report, report_after_run, report_command
 from clipsearch.report.pages import build_phase, write_phase_report
 from clipsearch.report.sources import declared_distributions as read_declared
-from clipsearch.report.sources import load_phase, read_histories
+from clipsearch.report.sources import load_phase, phase_histories
+from clipsearch.results import append_history
 
 from .conftest import CONFIGS, CURVES, STARTED, write_phase
 
@@ -69,12 +70,13 @@ def test_a_malformed_optional_file_is_a_note_not_a_failure(hand_phase, monkeypat
     assert "Not shown: confusion_matrix.json needs keys &#x27;matrix&#x27; and &#x27;class_names&#x27;." in text
 
 
-def test_without_rays_folders_curves_are_missing_and_importance_uses_trials_csv(tmp_path, monkeypatch):
+def test_without_history_curves_are_missing_and_importance_uses_trials_csv(tmp_path, monkeypatch):
     no_png(monkeypatch)
     phase = write_phase(tmp_path / "exp" / "phase1", CURVES, CONFIGS, {"t1": 1, "t2": 2, "t5": 3, "t4": 4, "t3": 5},
-                        errored={"t6"}, ray=False)
+                        errored={"t6"}, history=False)
     text = write_phase_report(phase).read_text(encoding="utf-8")
-    assert "Not shown: no per-epoch records (no Ray experiment folder at" in text
+    assert ("Not shown: no per-epoch records (no history/ folder in "
+            f"{phase}: the phase was run before clipsearch kept its own per-trial histories)") in text
     importance = json.loads((phase / "importance.json").read_text())
     # trials.csv knows each trial's best epoch and last one only: epoch 4 for t1, t2, t5; 3 for t2;
     # 2 for t4; 1 for t3. No epoch has the 4 values needed.
@@ -121,26 +123,26 @@ def test_png_export_failure_is_one_warning_and_the_page_stands(hand_phase, monke
 
 
 def test_histories_keep_the_later_report_of_an_epoch_and_ignore_a_torn_line(tmp_path):
-    folder = tmp_path / "ray" / "trial_a"
-    folder.mkdir(parents=True)
-    lines = [{"epoch": 1, "objective": 1.0, "trial_id": "a"}, {"epoch": 2, "objective": 2.0, "trial_id": "a"},
-             {"epoch": 2, "objective": 2.5, "trial_id": "a"}]  # epoch 2 again after a resume
-    (folder / "result.json").write_text("\n".join(map(json.dumps, lines)) + '\n{"epoch": 3, "obj', encoding="utf-8")
-    histories, _ = read_histories(tmp_path / "ray")
+    folder = tmp_path / "history"
+    for row in ({"epoch": 1, "objective": 1.0, "trial_id": "a", "hostname": "vm"}, {"epoch": 2, "objective": 2.0},
+                {"epoch": 2, "objective": 2.5}):  # epoch 2 again after a resume
+        append_history(folder, "a", row)
+    with (folder / "trial_a.jsonl").open("a") as torn:  # a driver killed mid-line
+        torn.write('{"epoch": 3, "obj')
+    histories, where = phase_histories(folder)
     assert histories == {"a": [{"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.5}]}
+    assert where == f"clipsearch's per-trial records in {folder}"
 
 
-def test_the_phases_own_history_comes_before_rays_files(tmp_path):
-    """history/ holds an epoch Ray's copy lost on a retry; a phase without it falls back to Ray's."""
-    from clipsearch.report.sources import read_own_histories
-    from clipsearch.results import append_history
-
-    for row in ({"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.0}, {"epoch": 2, "objective": 2.5}):
-        append_history(tmp_path / "history", "a", row)
-    histories, where = read_own_histories(tmp_path / "history")
-    assert histories == {"a": [{"epoch": 1, "objective": 1.0}, {"epoch": 2, "objective": 2.5}]}
-    assert "history" in where
-    assert read_own_histories(tmp_path / "absent") == ({}, f"clipsearch's per-trial records in {tmp_path / 'absent'}")
+def test_rays_own_files_are_never_read(tmp_path):
+    """Without history/ there are no curves, even beside a Ray trial folder full of results."""
+    trial = tmp_path / "ray" / "trial_a"
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text(json.dumps({"epoch": 1, "objective": 1.0, "trial_id": "a"}) + "\n")
+    histories, why = phase_histories(tmp_path / "history")
+    assert histories == {} and why.startswith(f"no history/ folder in {tmp_path}")
+    (tmp_path / "history").mkdir()
+    assert phase_histories(tmp_path / "history") == ({}, f"no trial reported an epoch in {tmp_path / 'history'}")
 
 
 @pytest.mark.slow  # an MLflow sqlite store takes seconds to create

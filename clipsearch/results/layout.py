@@ -1,0 +1,71 @@
+"""Where a search keeps its files: every name of the on-disk layout, defined once for the code
+that writes the files (tune, train, report) and the code that reads them (the next phase,
+report, the CLI).
+
+    results/EXP/                    an experiment: report.html (a section per phase)
+      PHASE/                        phase1, phase2, phase3 (PHASES), or a sweep's stage
+        trials.csv best.json phase.json
+        history/trial_ID.jsonl      every epoch a trial reported (the driver's own record)
+        optuna.db                   the Optuna study (phases 1 and 3)
+        ray/                        Ray Tune's experiment folder (in --storage when given)
+        report.html importance.json report_png/
+        embeddings.npz confusion_matrix.json   (a classification method's test split)
+
+    RUN/                            one training run (train(run_dir=...), a trial's checkpoint)
+      config.yaml                   the resolved config it ran
+      checkpoint/state.pt           the latest state to resume from
+      checkpoint/state.prev.pt      the one before it (what a resume falls back to)
+      best/model.pt                 the best epoch's weights
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: the CLIP protocol's phases, in the order they run (each one's folder under results/EXP)
+PHASES = ("phase1", "phase2", "phase3")
+
+# ------------------------------------------------------------------------------ a phase's folder
+TRIALS_CSV, BEST_JSON, PHASE_JSON = "trials.csv", "best.json", "phase.json"
+HISTORY_DIR = "history"
+OPTUNA_DB = "optuna.db"
+#: Ray Tune's own experiment folder inside the phase's storage path
+RAY_DIR = "ray"
+REPORT_HTML, IMPORTANCE_JSON, PNG_DIR = "report.html", "importance.json", "report_png"
+EMBEDDINGS_NPZ, CONFUSION_JSON = "embeddings.npz", "confusion_matrix.json"
+
+# ------------------------------------------------------------------------------ a training run's folder
+RUN_CONFIG_YAML = "config.yaml"
+STATE_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.pt"
+#: the checkpoint before the latest: what a run resumes from when state.pt is truncated or lost
+PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"
+BEST_DIR, BEST_MODEL_FILE = "best", "model.pt"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one training run's folder (a trial's Tune checkpoint holds one too)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return Path(self.root) / RUN_CONFIG_YAML
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.root) / STATE_DIR
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.state_dir / CHECKPOINT_FILE
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        return self.state_dir / PREVIOUS_CHECKPOINT_FILE
+
+    @property
+    def best_model(self) -> Path:
+        return Path(self.root) / BEST_DIR / BEST_MODEL_FILE
