@@ -308,7 +308,7 @@ def bench_tune(
     trials through Ray Tune (with and without reuse_actors) and through train() in a loop in a
     fresh process, measured in one run. Writes OUT/tune.json and OUT/tune.md."""
     _check_at_least(("--trials", trials, 1), ("--epochs", 1 if epochs is None else epochs, 1), ("--rounds", rounds, 1))
-    from .tune.bench import run_tune_benchmark
+    from .bench.tune_overhead import run_tune_benchmark
 
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)
 
@@ -369,7 +369,7 @@ def bench_search(
     time). The best objective each reaches and the epochs each spends, per seed, with the median
     and the spread. The grid takes about an hour on a shared 2-core CPU, each seed's protocol
     about its share of the grid's epochs. Writes OUT/search.json and OUT/search.md."""
-    from .tune.bench_search import run_search_benchmark
+    from .bench.search import run_search_benchmark
 
     _check_at_least(("--seeds", seeds, 1))
     typer.echo(str(run_search_benchmark(name=name, out_dir=out, seeds=seeds)))

@@ -195,7 +195,7 @@ def phase1_outcome(results: Path) -> tuple[list[dict], list] | None:
     """trials.csv's rows and every MLflow run of the experiment "k" a bench phase 1 wrote under
     `results`; None when the phase never finished (no trials.csv)."""
     from ..tracking import client as tracking_client
-    from .results import read_trials_csv
+    from ..results import read_trials_csv
 
     trials_csv = results / "k" / "phase1" / "trials.csv"
     if not trials_csv.exists():

@@ -3,9 +3,9 @@
 Two sources, both run here, never copied from elsewhere:
 - the census: the quick fault and bad-input tests (those CI runs), run with pytest and counted
   case by case from its JUnit report, each case filed under a category;
-- the kill loop (clipsearch.tune.reliability): a quick phase 1 whose driver is SIGKILLed at
+- the kill loop (clipsearch.bench.kill_loop): a quick phase 1 whose driver is SIGKILLed at
   random moments and resumed, and a trial worker killed mid-epoch;
-- with --soak (clipsearch.tune.soak): a quick phase 1 of 100 trials run to its end, its driver's
+- with --soak (clipsearch.bench.soak): a quick phase 1 of 100 trials run to its end, its driver's
   RSS sampled each second and held to a stated bound.
 Writes OUT/reliability.json and OUT/reliability.md: per category, cases tried, passed, and what
 was lost (failed cases, trials lost or repeated, half-written files, runs left open). Each part
@@ -68,7 +68,7 @@ def _census_categories() -> dict[str, dict]:
 
 
 def _kill_loop_section(kills: int, trials: int, seed: int) -> dict:
-    from ..tune.reliability import run_kill_loop
+    from .kill_loop import run_kill_loop
 
     loop = run_kill_loop(kills=kills, trials=trials, seed=seed)
     ok = loop.lost == 0 and loop.final_exit_code == 0
@@ -80,7 +80,7 @@ def _kill_loop_section(kills: int, trials: int, seed: int) -> dict:
 
 
 def _soak_section(trials: int) -> dict:
-    from ..tune import soak as soak_module
+    from . import soak as soak_module
 
     soak = soak_module.run_soak(trials=trials)
     summary = soak_module.rss_summary(soak.samples, trials)

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import tracking
-from ..bench.common import environment, write_result
-from .phases import PHASES, Options, grid_plan, resumed_plan, run_or_keep, run_protocol
-from .results import TRIALS_CSV, read_trials_csv
-from .space import SHIPPED_SPACES, load_space
+from ..results import HISTORY_DIR, PHASE_JSON, TRIALS_CSV, read_json, read_trials_csv
+from ..tune.phases import PHASES, Options, grid_plan, resumed_plan, run_or_keep, run_protocol
+from ..tune.space import SHIPPED_SPACES, load_space
+from .common import environment, write_result
 
 SPACES = SHIPPED_SPACES / "bench_search"
 GRID = "grid"
@@ -77,7 +77,7 @@ def run_search_benchmark(name: str = "bench-search", results: Path = Path("resul
                          out_dir: Path = Path("results/benchmarks"), seeds: int = 5) -> Path:
     """Run (or go on with) the protocol for search seeds 0..SEEDS-1 and the grid under
     results/NAME; write OUT/search.*."""
-    from .cluster import ray_session
+    from ..tune import cluster
 
     exp_dir = results / name
     # one MLflow store for the grid and every seed: the grid's (results/mlflow.db)
@@ -87,7 +87,7 @@ def run_search_benchmark(name: str = "bench-search", results: Path = Path("resul
     grid = resumed_plan(grid_dir) or grid_plan(load_space(SPACES / "grid.yaml", GRID), grid_opts, grid_dir,
                                                "bench-grid")
     wall: dict[str, float] = {}
-    with ray_session(None):
+    with cluster.ray_session(None):
         for seed in range(seeds):
             opts = protocol_options(exp_dir, seed, uri)
             if opts.resume:
@@ -268,8 +268,7 @@ def _above(best: float | None, other: float | None) -> bool:
 # ------------------------------------------------------------------------------ the result files
 
 def _grid_records(exp_dir: Path) -> list:
-    from .results import HISTORY_DIR, PHASE_JSON, read_json
-    from .runner import collect_records
+    from ..tune.runner import collect_records
 
     state = read_json(exp_dir / GRID / PHASE_JSON, "the grid's phase.json", "run clipsearch bench search again")
     return collect_records(state["experiment_path"], exp_dir / GRID / HISTORY_DIR)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .reliability import SPACE, _start, kill_tree, phase1_outcome
+from .kill_loop import SPACE, _start, kill_tree, phase1_outcome
 
 #: the bound the soak is held to (issue 10, item 6). 3 GiB is far above a healthy driver (a
 #: few hundred MiB) yet below what 2-core CI machines can spare; 20% growth between the 25th

@@ -11,7 +11,6 @@ in clipsearch.results, which report reads too.
   before Ray starts; the protocol
 - runner: a prepared phase on Ray Tune, and its results (Ray)
 - cluster: a local Ray cluster or --address (Ray)
-- bench: the platform's overhead per trial (Ray)
 """
 
 import os

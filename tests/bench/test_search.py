@@ -10,12 +10,11 @@ import statistics
 import pytest
 
 from clipsearch import tracking
-from clipsearch.tune.bench_search import (SEARCHED, SPACES, compare, grid_curves, grid_rank, over_seeds,
-                                         protocol_options, random_search_replay, ranking_settles, seed_dir, spread,
-                                         stage_figures, write_search_result)
+from clipsearch.bench.search import (SEARCHED, SPACES, compare, grid_curves, grid_rank, over_seeds, protocol_options,
+                                     random_search_replay, ranking_settles, seed_dir, spread, stage_figures,
+                                     write_search_result)
+from clipsearch.results import TrialRecord, write_trials_csv
 from clipsearch.tune.phases import prepare
-from clipsearch.tune.ranking import TrialRecord
-from clipsearch.tune.results import write_trials_csv
 from clipsearch.tune.space import load_space
 
 
@@ -120,7 +119,8 @@ def test_a_search_seed_seeds_the_sampler_alone_in_its_own_experiment(tmp_path):
 def test_the_benchmark_runs_a_protocol_per_search_seed_and_the_grid_once(tmp_path, monkeypatch):
     import contextlib
 
-    from clipsearch.tune import bench_search, cluster
+    from clipsearch.bench import search as bench_search
+    from clipsearch.tune import cluster
 
     ran, written = [], {}
     monkeypatch.setattr(cluster, "ray_session", lambda address: contextlib.nullcontext())

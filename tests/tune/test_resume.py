@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from clipsearch.tune.reliability import kill_tree
+from clipsearch.bench.kill_loop import kill_tree
 from clipsearch.results import read_trials_csv
 
 from .helpers import ENV, mlflow_runs, run_cli, write_space
