@@ -180,10 +180,13 @@ PhaseSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="a const
 
 
 def _search_options(**given) -> "object":
+    from .report import report_after_run
     from .tune.phases import Options
 
     given["overrides"] = given.pop("set_", None) or []
-    return Options(**{k: v for k, v in given.items() if v is not None})
+    # every search command ends each phase with its report; report_after_run turns a failing
+    # report into one line on stderr, never a failed phase
+    return Options(**{k: v for k, v in given.items() if v is not None}, after_phase=report_after_run)
 
 
 def _report_outcomes(outcomes) -> None:
@@ -438,6 +441,9 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
     except RunFailed as exc:
         _err(str(exc))
         raise typer.Exit(code=1) from None
+    from .report.classify import write_classify_report
+
+    write_classify_report(results[0].outcome.phase_dir.parent)  # the table, each method's t-SNE and confusion
     for r in results:
         typer.echo(json.dumps({"method": r.method, "results": str(r.outcome.phase_dir), "trials": r.outcome.trials,
                                "errored": r.outcome.errored, "seconds": round(r.outcome.seconds, 1),

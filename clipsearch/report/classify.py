@@ -12,12 +12,10 @@ from pathlib import Path
 
 from . import data as D
 from . import html as H
-from ..results import PNG_DIR, REPORT_HTML, atomic_write_text
+from ..results import COMPARISON_CSV, PNG_DIR, REPORT_HTML, atomic_write_text
 from .export import write_pngs
 from .pages import build_phase, phase_body, phase_dirs, png_jobs, write_phase_files
 from .sources import load_phase
-
-COMPARISON_CSV = "comparison.csv"
 
 
 def comparison_table(root: Path) -> D.Table:

@@ -11,8 +11,8 @@ Import from here: `from clipsearch.results import TRIALS_CSV, read_trials_csv, r
 """
 
 from .atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
-from .layout import (BEST_DIR, BEST_JSON, BEST_MODEL_FILE, CHECKPOINT_FILE, CONFUSION_JSON, EMBEDDINGS_NPZ,
-                     HISTORY_DIR, IMPORTANCE_JSON, OPTUNA_DB, PHASE_JSON, PHASES, PNG_DIR, PREVIOUS_CHECKPOINT_FILE,
+from .layout import (BEST_DIR, BEST_JSON, BEST_MODEL_FILE, CHECKPOINT_FILE, COMPARISON_CSV, COMPARISON_MD,
+                     CONFUSION_JSON, EMBEDDINGS_NPZ, HISTORY_DIR, IMPORTANCE_JSON, OPTUNA_DB, PHASE_JSON, PHASES, PNG_DIR, PREVIOUS_CHECKPOINT_FILE,
                      RAY_DIR, REPORT_HTML, RUN_CONFIG_YAML, STATE_DIR, TRIALS_CSV, RunFolder)
 from .phase_files import (append_history, best_summary, ranked_rows, read_histories, read_history, read_json,
                           read_trials_csv, trial_rows, write_json, write_trials_csv)
@@ -22,7 +22,7 @@ from .ranking import (RULE, Ranked, TrialRecord, best_with, carried_from_best, p
 __all__ = [
     # layout
     "PHASES", "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR", "OPTUNA_DB", "RAY_DIR",
-    "REPORT_HTML", "IMPORTANCE_JSON", "PNG_DIR", "EMBEDDINGS_NPZ", "CONFUSION_JSON",
+    "REPORT_HTML", "IMPORTANCE_JSON", "PNG_DIR", "EMBEDDINGS_NPZ", "CONFUSION_JSON", "COMPARISON_CSV", "COMPARISON_MD",
     "RunFolder", "RUN_CONFIG_YAML", "STATE_DIR", "CHECKPOINT_FILE", "PREVIOUS_CHECKPOINT_FILE", "BEST_DIR",
     "BEST_MODEL_FILE",
     # atomic

@@ -10,6 +10,7 @@ report, the CLI).
         ray/                        Ray Tune's experiment folder (in --storage when given)
         report.html importance.json report_png/
         embeddings.npz confusion_matrix.json   (a classification method's test split)
+      classify/comparison.csv comparison.md       the classification protocol's table
 
     RUN/                            one training run (train(run_dir=...), a trial's checkpoint)
       config.yaml                   the resolved config it ran
@@ -34,6 +35,8 @@ OPTUNA_DB = "optuna.db"
 RAY_DIR = "ray"
 REPORT_HTML, IMPORTANCE_JSON, PNG_DIR = "report.html", "importance.json", "report_png"
 EMBEDDINGS_NPZ, CONFUSION_JSON = "embeddings.npz", "confusion_matrix.json"
+#: the classification protocol's table (tune writes it, the protocol's report reads it)
+COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
 
 # ------------------------------------------------------------------------------ a training run's folder
 RUN_CONFIG_YAML = "config.yaml"

@@ -18,7 +18,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from .. import tracking
 from ..config import flatten
-from ..results import append_history
+from ..results import STATE_DIR, append_history
 
 _SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch", "should_checkpoint"}
 
@@ -143,8 +143,6 @@ class PruneFinished(Callback):
     of ~230 MB per trial; errored trials keep theirs for --resume."""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        from .trainable import STATE_DIR
-
         checkpoint = trial.checkpoint
         if checkpoint is not None:
             checkpoint.filesystem.delete_dir(f"{checkpoint.path}/{STATE_DIR}")

@@ -19,8 +19,9 @@ After the searches, the best trial of each method (by the validation metric; the
 not read before this point) is scored on the held-out test split: a linear probe fitted on the
 training split's frozen embeddings, and for ce its own classifier too. Written per method:
 final.json, embeddings.npz (a 1,000-point subsample of the test embeddings, for t-SNE) and
-confusion_matrix.json; for the protocol: comparison.csv and comparison.md (seed 002's table)
-and report.html.
+confusion_matrix.json; for the protocol: comparison.csv and comparison.md (seed 002's table).
+The protocol's report.html is the caller's (the CLI's `sweep classify` draws it from these
+files with clipsearch.report.classify): tune never imports report.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..results import (COMPARISON_CSV, COMPARISON_MD, CONFUSION_JSON, EMBEDDINGS_NPZ, RunFolder, atomic_write,
+                       atomic_write_text, write_json)
 from .phases import Options, _check_options, _check_start, _common_state, _overrides, optuna_state, startup_warning_of
-from ..results import atomic_write_text, write_json
 from .runner import Outcome, Plan, execute
 from .space import OptunaSpace, SearchSpace, default_space_path, space_from_doc
 
@@ -47,7 +49,7 @@ PROTOCOL = "classify"
 METHODS = {"ce": ("Supervised", "CrossEntropyLoss"), "ntxent": ("SimCLR + linear probe", "NT-Xent (InfoNCE)"),
            "supcon": ("SupCon + linear probe", "SupCon")}
 _METHOD_KEYS = ("num_samples", "params")
-FINAL_JSON, COMPARISON_CSV, COMPARISON_MD = "final.json", "comparison.csv", "comparison.md"
+FINAL_JSON = "final.json"
 TSNE_POINTS = 1000
 
 
@@ -136,7 +138,7 @@ def _plan(method: str, space: SearchSpace, opts: Options, method_dir: Path) -> P
     _check_start(space, state)
     _check_data(space)
     return Plan(state["phase"], method_dir, state, resume=False,
-                optuna_space=OptunaSpace(space.params, space.constants))
+                optuna_space=OptunaSpace(space.params, space.constants), after_phase=opts.after_phase)
 
 
 def _check_data(space: SearchSpace) -> None:
@@ -164,7 +166,8 @@ def _candidates(space: SearchSpace, key: str) -> list:
 
 
 def run_classify(opts: Options, methods: list[str] | None = None) -> list[MethodResult]:
-    """The searches, then each best model scored on the test split, then the table and report."""
+    """The searches, then each best model scored on the test split, then the table (the
+    report of each method's search comes from opts.after_phase; the protocol's, from the caller)."""
     from .cluster import ray_session
 
     plans = prepare_classify(opts, methods)
@@ -212,7 +215,7 @@ def _round(value: float | None) -> float | None:
 
 
 def _best_weights(best: dict) -> Path:
-    path = Path(best.get("checkpoint") or "") / "best" / "model.pt"
+    path = RunFolder(Path(best.get("checkpoint") or "")).best_model
     if not path.is_file():
         raise FileNotFoundError(f"the best trial's weights are missing: {path}")
     return path
@@ -221,13 +224,12 @@ def _best_weights(best: dict) -> Path:
 def write_method_files(folder: Path, scores, seed: int = 0) -> None:
     """embeddings.npz (a seeded subsample of the test embeddings) and confusion_matrix.json: what
     the report draws its t-SNE and confusion matrix from."""
-    from ..report.sources import CONFUSION, EMBEDDINGS
-
     n = len(scores.test_labels)
     keep = np.sort(np.random.default_rng(seed).choice(n, min(n, TSNE_POINTS), replace=False))
-    np.savez_compressed(folder / EMBEDDINGS, embeddings=scores.test_embeddings[keep].astype(np.float32),
-                        labels=scores.test_labels[keep], class_names=np.array(scores.class_names))
-    write_json(folder / CONFUSION, {"class_names": scores.class_names, "matrix": scores.confusion().tolist(),
+    arrays = {"embeddings": scores.test_embeddings[keep].astype(np.float32), "labels": scores.test_labels[keep],
+              "class_names": np.array(scores.class_names)}
+    atomic_write(folder / EMBEDDINGS_NPZ, lambda file: np.savez_compressed(file, **arrays))
+    write_json(folder / CONFUSION_JSON, {"class_names": scores.class_names, "matrix": scores.confusion().tolist(),
                                     "split": "test"})
 
 
@@ -261,9 +263,7 @@ def comparison_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_comparison(root: Path, results: list[MethodResult]) -> Path:
-    """comparison.csv, comparison.md and report.html of the protocol; returns the page."""
-    from ..report.classify import write_classify_report
-
+    """comparison.csv and comparison.md of the protocol; returns the .md."""
     rows = comparison_rows([r.final for r in results])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -271,4 +271,4 @@ def write_comparison(root: Path, results: list[MethodResult]) -> Path:
     writer.writerows(rows)
     atomic_write_text(root / COMPARISON_CSV, buffer.getvalue())
     atomic_write_text(root / COMPARISON_MD, comparison_markdown(rows))
-    return write_classify_report(root)
+    return root / COMPARISON_MD

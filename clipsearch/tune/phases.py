@@ -27,12 +27,12 @@ from typing import Any, Iterator
 from .. import tracking
 from ..config import flatten, parse_override
 from ..errors import InputError
-from ..results import BEST_JSON, PHASE_JSON, TRIALS_CSV, carried_from_best, phase2_axes, ranked_rows, read_json, read_trials_csv
-from .runner import EXPERIMENT_DIR, Outcome, Plan, execute
+from ..results import (BEST_JSON, PHASE_JSON, PHASES, RAY_DIR, TRIALS_CSV, carried_from_best, phase2_axes, ranked_rows,
+                       read_json, read_trials_csv)
+from .runner import AfterPhase, Outcome, Plan, execute
 from .space import (OptunaSpace, SearchSpace, default_space_path, incumbent_point, load_space, resolve_relative,
                     sampler_settings, startup_warning)
 
-PHASES = ("phase1", "phase2", "phase3")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -57,6 +57,9 @@ class Options:
     overrides: list[str] = field(default_factory=list)
     results: Path = Path("results")
     reuse_actors: bool = True
+    #: called with each phase's folder once its files are written (the CLI: its report); not
+    #: part of the phase's settings, so never in phase.json
+    after_phase: AfterPhase | None = None
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -95,17 +98,17 @@ def grid_plan(space: SearchSpace, opts: Options, phase_dir: Path, phase: str) ->
     state = _common_state(phase, space, opts, phase_dir)
     state["grid"] = {"carried": {}, "axes": space.grid_axes()}
     _check_start(space, state)
-    return Plan(phase, phase_dir, state, resume=False)
+    return Plan(phase, phase_dir, state, resume=False, after_phase=opts.after_phase)
 
 
-def resumed_plan(phase_dir: Path) -> Plan | None:
+def resumed_plan(phase_dir: Path, after_phase: AfterPhase | None = None) -> Plan | None:
     """A started phase's plan for --resume (a finished one comes back marked finished); None
     when the phase never started."""
     state = _state_if_any(phase_dir)
     if state is None:
         return None
     _check_restorable(state, phase_dir)
-    return Plan(state["phase"], phase_dir, state, resume=True)
+    return Plan(state["phase"], phase_dir, state, resume=True, after_phase=after_phase)
 
 
 def run_or_keep(plan: Plan) -> Outcome:
@@ -129,7 +132,7 @@ def prepare(phase: str, opts: Options) -> Plan:
             raise InputError(f"there is no {phase} of experiment {opts.name!r} to resume", where=str(phase_dir),
                              fix=f"start it without --resume (clipsearch {phase} --name {opts.name})")
         _check_restorable(state, phase_dir)
-        return Plan(phase, phase_dir, state, resume=True)
+        return Plan(phase, phase_dir, state, resume=True, after_phase=opts.after_phase)
     if phase_dir.exists():
         raise InputError(f"{phase} of experiment {opts.name!r} exists already", where=str(phase_dir),
                          fix="pass --resume to continue it, or choose another --name")
@@ -156,7 +159,7 @@ def prepare(phase: str, opts: Options) -> Plan:
     # printed once every check has passed: a bad input stays one line on stderr
     for message in filter(None, [*notes, startup_warning_of(state)]):
         print(message, file=sys.stderr)
-    return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space)
+    return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space, after_phase=opts.after_phase)
 
 
 def optuna_state(space: SearchSpace, points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -238,7 +241,7 @@ def _common_state(phase: str, space: SearchSpace, opts: Options, phase_dir: Path
         "base": space.base.to_json(), "constants": space.constants,
         "searched": [p.key for p in space.params], "seed": space.constants["seed"],
         "search_seed": space.constants["seed"] if opts.search_seed is None else opts.search_seed,
-        "storage_path": storage, "experiment_path": f"{storage}/{EXPERIMENT_DIR}",
+        "storage_path": storage, "experiment_path": f"{storage}/{RAY_DIR}",
         "tracking_uri": opts.tracking_uri or tracking.default_tracking_uri(opts.results),
         "resources": {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
         "max_failures": opts.max_failures, "reuse_actors": opts.reuse_actors, "finished": False,

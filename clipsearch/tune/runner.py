@@ -4,6 +4,9 @@
 driver left RUNNING), builds the Tuner (OptunaSearch + ASHA, or the grid) or restores it, runs
 it, and writes the phase's files from Tune's experiment folder, ranking the trials by the rule
 of clipsearch.results.ranking. `clipsearch.tune.phases` prepares the plans.
+
+What happens once a phase's files are written (the CLI: its report) is the plan's
+`after_phase(phase_dir)`, given by the caller: tune knows nothing of report.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ import numbers
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import tracking
 from ..config import flatten
-from ..results import (BEST_JSON, HISTORY_DIR, PHASE_JSON, TRIALS_CSV, TrialRecord, best_summary, rank_trials, read_history,
-                       trial_rows, write_json, write_trials_csv)
+from ..results import (BEST_JSON, HISTORY_DIR, OPTUNA_DB, PHASE_JSON, RAY_DIR, TRIALS_CSV, RunFolder, TrialRecord,
+                       best_summary, rank_trials, read_history, trial_rows, write_json, write_trials_csv)
 from .space import Base, OptunaSpace, optuna_sampler, resolved_flat
 
-EXPERIMENT_DIR = "ray"  # Ray Tune's own experiment folder inside the phase's storage path
+#: called with the phase folder once trials.csv, best.json and phase.json are written
+AfterPhase = Callable[[Path], None]
 
 
 class RunFailed(RuntimeError):
@@ -43,6 +48,9 @@ class Plan:
     state: dict[str, Any]              # written to phase.json; all a resume needs
     resume: bool
     optuna_space: OptunaSpace | None = None
+    #: what the caller does once the phase's files are written (the CLI: report_after_run, which
+    #: keeps a failing report from failing the phase); never written to phase.json
+    after_phase: AfterPhase | None = None
 
 
 @dataclass
@@ -161,7 +169,7 @@ def _optuna_search(plan: Plan):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     state = plan.state
     # the study lives beside the phase's files so it survives a restart of the driver
-    storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / 'optuna.db'}")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / OPTUNA_DB}")
     # points_to_evaluate are enqueued once, as the study is created here; a resumed phase's
     # searcher (sampler and study included) comes back from Tune's snapshot, not through this
     # the search's own seed (bench search varies it alone); phase.json files from before it: the trials' seed
@@ -181,7 +189,7 @@ def _close_ghost_optuna_trials(phase_dir: Path, study_name: str) -> None:
     once every Tune trial is done, such leftovers are marked FAIL."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{phase_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{phase_dir / OPTUNA_DB}")
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
@@ -192,7 +200,7 @@ def _run_config(state: dict, phase_dir: Path):
     from .callbacks import DropSnapshotOlderCheckpoints, MLflowTrialRuns, ProgressLines, PruneFinished, TrialHistory
 
     return tune.RunConfig(
-        name=EXPERIMENT_DIR, storage_path=state["storage_path"], verbose=0,
+        name=RAY_DIR, storage_path=state["storage_path"], verbose=0,
         failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
         # Tune keeps every checkpoint; DropSnapshotOlderCheckpoints deletes those the experiment
         # snapshot no longer names (Tune's num_to_keep=1 deleted the one it still named: see there)
@@ -229,9 +237,8 @@ def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
     state["finished"] = True
     write_json(plan.phase_dir / PHASE_JSON, state)
     _log_phase(client, parent, plan, best, len(records))
-    from ..report import report_after_run
-
-    report_after_run(plan.phase_dir)  # report.html, importance.json, PNGs; logged to the parent run
+    if plan.after_phase is not None:
+        plan.after_phase(plan.phase_dir)
     errored = sum(r.status == "ERROR" for r in records)
     return Outcome(plan.phase, plan.phase_dir, best, len(records), errored, time.time() - started)
 
@@ -330,6 +337,6 @@ def _log_phase(client, parent: str, plan: Plan, best: dict | None, trials: int) 
         from ray import tune
 
         with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
-            model = Path(folder) / "best" / "model.pt"
+            model = RunFolder(Path(folder)).best_model
             if model.is_file():
                 client.log_artifact(parent, str(model), artifact_path="best")

@@ -29,7 +29,8 @@ from .. import tracking
 from ..errors import InputError
 from .phases import (Options, _check_options, _overrides, _storage_path, grid_plan, resumed_plan,
                      run_or_keep)
-from ..results import BEST_JSON, atomic_write_text, read_json, read_trials_csv, write_json
+from ..results import (BEST_JSON, PHASE_JSON, RAY_DIR, TRIALS_CSV, RunFolder, atomic_write_text, read_json,
+                       read_trials_csv, write_json)
 from .runner import Outcome, Plan
 from .space import SearchSpace, default_space_path, load_space
 
@@ -114,8 +115,8 @@ def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
     state["constants"] = {**sweep_state["constants"], **best["decided"], "train.epochs": sweep_state["long_epochs"]}
     state["grid"] = {"carried": {}, "axes": {}}
     storage = _storage_path(opts, root / "long")
-    state.update(storage_path=storage, experiment_path=f"{storage}/ray")
-    return Plan(state["phase"], root / "long", state, resume=False)
+    state.update(storage_path=storage, experiment_path=f"{storage}/{RAY_DIR}")
+    return Plan(state["phase"], root / "long", state, resume=False, after_phase=opts.after_phase)
 
 
 # ------------------------------------------------------------------------------ run
@@ -126,7 +127,7 @@ def run_supcon(opts: Options) -> SupConRun:
 
     _check_options(opts)
     root = supcon_dir(opts)
-    if opts.resume and not (root / "sweep" / "phase.json").is_file():
+    if opts.resume and not (root / "sweep" / PHASE_JSON).is_file():
         # a run stopped during the baselines has nothing Tune could continue
         fix = (f"delete {root} and start again" if root.exists()
                else f"start it without --resume (clipsearch sweep supcon --name {opts.name})")
@@ -134,7 +135,7 @@ def run_supcon(opts: Options) -> SupConRun:
     if not opts.resume and root.exists():
         raise InputError(f"the supcon sweep of experiment {opts.name!r} exists already", where=str(root),
                          fix="pass --resume to continue it, or choose another --name")
-    sweep = resumed_plan(root / "sweep") if opts.resume else None
+    sweep = resumed_plan(root / "sweep", opts.after_phase) if opts.resume else None
     if sweep is None:
         space = load_supcon_space(opts)
         towers = baseline_towers(space)
@@ -145,7 +146,8 @@ def run_supcon(opts: Options) -> SupConRun:
         baselines = _read_csv(root / BASELINES_CSV)
     with ray_session(opts.address):
         sweep_outcome = run_or_keep(sweep)
-        long = (resumed_plan(root / "long") if opts.resume else None) or long_plan(sweep.state, opts, root)
+        long = ((resumed_plan(root / "long", opts.after_phase) if opts.resume else None)
+                or long_plan(sweep.state, opts, root))
         long_outcome = run_or_keep(long)
     final = finish(root, long.state)
     write_tables(root, baselines, final)
@@ -216,13 +218,13 @@ def _best_weights(best: dict) -> dict:
     from ray import tune
 
     with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
-        return torch.load(Path(folder) / "best" / "model.pt", map_location="cpu", weights_only=True)["model"]
+        return torch.load(RunFolder(Path(folder)).best_model, map_location="cpu", weights_only=True)["model"]
 
 
 # ------------------------------------------------------------------------------ tables
 
 def write_tables(root: Path, baselines: list[dict[str, Any]], final: dict[str, Any]) -> None:
-    sweep = read_trials_csv(root / "sweep" / "trials.csv")
+    sweep = read_trials_csv(root / "sweep" / TRIALS_CSV)
     rows = [{"stage": "zero-shot", "tower": b["tower"], "lr": "", "weight_decay": "", "temperature": "",
              "epochs": 0, **{k: b[k] for k in SHOWN}} for b in baselines]
     for trial in sorted(sweep, key=lambda r: -(r.get("best_score") or 0)):

@@ -27,14 +27,13 @@ import ray
 from ray import tune
 
 from ..config import flatten
-from ..results import CHECKPOINT_FILE
+from ..results import CHECKPOINT_FILE, STATE_DIR
 from ..train import train
 from .space import Base
 
 FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
 RUN_DIR = "run"
 NODE_ID = "node_id"  # reported with every epoch's metrics: bookkeeping, not a result
-STATE_DIR = "checkpoint"  # train()'s folder for state.pt inside the run folder
 
 
 class InjectedFault(RuntimeError):

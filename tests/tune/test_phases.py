@@ -149,6 +149,14 @@ def test_protocol_kept_phase1_and_printed_phase2s_result(protocol):
     assert len(lines) == 1 and json.loads(lines[0])["phase"] == "phase2"
 
 
+def test_every_phase_the_protocol_ran_ends_with_its_report(protocol):
+    """The CLI's after_phase hook (report_after_run) ran after each phase, the failed one too."""
+    root, _ = protocol
+    exp = root / "results" / "exp"
+    assert (exp / "phase2" / "report.html").is_file() and (exp / "phase3" / "report.html").is_file()
+    assert not (exp / "phase1" / "report.html").exists()  # kept from before, not run again
+
+
 def test_phase3_starts_from_phase2s_best_and_all_errors_exit_1(protocol):
     root, out = protocol
     assert out.returncode == 1, out.stderr[-3000:]
