@@ -9,7 +9,9 @@
 
 Entry points: `write_phase_report(phase_dir)`, `write_experiment_report(exp_dir)`,
 `report_command(path)` (the `clipsearch report` command), and `report_after_run(path)` (what
-the phase driver calls when a phase ends, and the protocol when it has run every phase).
+the CLI hands each phase as its `after_phase` hook, called when the phase ends, and calls itself
+once the protocol has run every phase). The files are read through clipsearch.results only;
+nothing here imports tune or Ray.
 """
 
 from __future__ import annotations

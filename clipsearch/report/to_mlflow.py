@@ -1,7 +1,7 @@
 """A phase's report as artifacts of its MLflow parent run (the run phase.json names).
 
-Kept apart from the report's pages so that building a report never needs MLflow; only the
-phase driver, which owns the run, calls this.
+Kept apart from the report's pages so that building a report never needs MLflow; only
+report_after_run, the hook the CLI hands a phase for when it ends, calls this.
 """
 
 from __future__ import annotations
