@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-FORWARDED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CLIPSEARCH_TEST_FAULT")
+from .trial_hook import load_epoch_hook
+
+#: what a remote cluster's workers are handed, with every CLIPSEARCH_* variable (the trial hook
+#: and whatever it reads)
+FORWARDED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 @contextlib.contextmanager
@@ -18,6 +22,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     session is reused."""
     import ray
 
+    load_epoch_hook()  # a bad CLIPSEARCH_TRIAL_HOOK: one line now, not an error in every trial
     if ray.is_initialized():
         yield
         return
@@ -27,7 +32,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         context = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, logging_level="WARNING")
     else:
         # a cluster's workers do not: hand them the variables clipsearch's trials read
-        env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
+        env = {k: v for k, v in os.environ.items() if k in FORWARDED or k.startswith("CLIPSEARCH_")}
         context = ray.init(address=address, runtime_env={"env_vars": env}, logging_level="WARNING")
     _print_dashboard(context.dashboard_url)
     try:

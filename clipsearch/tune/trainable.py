@@ -8,20 +8,16 @@ then keeps with the trial; once the trial is finished, the driver drops the stat
 that). A trial that failed, or whose phase was interrupted, starts again from its latest
 checkpoint: the folder is restored, and train() continues from it.
 
-Test-only fault injection: CLIPSEARCH_TEST_FAULT="KEY=VALUE@EPOCH" (several rules joined by
-';') makes every trial whose config has KEY == VALUE (VALUE * matches any) raise InjectedFault
-once it has trained past EPOCH, before reporting that epoch: every attempt fails the same way
-after resuming from the checkpoint of EPOCH. The variable reaches trials through the
-environment the local Ray cluster inherits from the driver; nothing in clipsearch sets it.
+After each epoch, before reporting it, a trial calls the epoch hook CLIPSEARCH_TRIAL_HOOK names
+(clipsearch.tune.trial_hook), if any: how tests inject faults; clipsearch itself sets none.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 from ray import tune
@@ -30,14 +26,10 @@ from ..config import flatten
 from ..results import CHECKPOINT_FILE, STATE_DIR
 from ..train import train
 from .space import Base
+from .trial_hook import load_epoch_hook
 
-FAULT_ENV = "CLIPSEARCH_TEST_FAULT"
 RUN_DIR = "run"
 NODE_ID = "node_id"  # reported with every epoch's metrics: bookkeeping, not a result
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault hook (CLIPSEARCH_TEST_FAULT)."""
 
 
 def run_trial(config: dict[str, Any], base: Base) -> None:
@@ -47,12 +39,13 @@ def run_trial(config: dict[str, Any], base: Base) -> None:
     cfg = base.config(values, source="trial config")
     # the trial's working directory (Tune makes it the cwd): local to the node running it
     run_dir = Path.cwd() / RUN_DIR
-    fault = _fault_hook(values)
+    epoch_hook = load_epoch_hook()  # None unless a test installed one
     # on a cluster, which node ran the trial (nodes of one machine share an IP: node_ip is not enough)
     placement = {NODE_ID: ray.get_runtime_context().get_node_id()}
 
     def report(metrics: dict, _checkpoint_dir: Path | None) -> None:
-        fault(metrics["epoch"])
+        if epoch_hook is not None:
+            epoch_hook(values, metrics["epoch"])
         # the whole run folder, not just checkpoint/: best/model.pt must travel with the trial
         tune.report({**metrics, **placement}, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
 
@@ -82,19 +75,3 @@ def _restore_latest(run_dir: Path) -> Path | None | object:
         shutil.copytree(folder, run_dir)
     state = run_dir / STATE_DIR
     return state if (state / CHECKPOINT_FILE).is_file() else FINISHED
-
-
-def _fault_hook(values: dict[str, Any]) -> Callable[[int], None]:
-    """The test-only fault of this trial: the first rule of CLIPSEARCH_TEST_FAULT
-    ("KEY=VALUE@EPOCH", several joined by ';') that its config matches, or none."""
-    for rule in filter(None, os.environ.get(FAULT_ENV, "").split(";")):
-        condition, _, after = rule.rpartition("@")
-        key, _, wanted = condition.partition("=")
-        if wanted == "*" or str(values.get(key)) == wanted:
-            return lambda epoch, rule=rule, after=int(after): _maybe_fail(epoch, after, rule)
-    return lambda epoch: None
-
-
-def _maybe_fail(epoch: int, after: int, rule: str) -> None:
-    if epoch > after:
-        raise InjectedFault(f"{FAULT_ENV} rule {rule!r}: injected failure at epoch {epoch}")

@@ -4,10 +4,11 @@ checkpoint and then marked errored, a trial whose loss turns NaN is retried and 
 the phase completes; phase 3 starts from phase 2's best; a phase whose trials all error exits 1.
 
 One command runs both: `clipsearch protocol --resume`, which keeps the finished phase 1 and
-runs phases 2 and 3 in one Ray session. Faults come through CLIPSEARCH_TEST_FAULT (see
-clipsearch.tune.trainable), which the local Ray cluster started by the command inherits: radam
-trials fail after epoch 1 (phase 2), every 1-epoch trial fails (phase 3). The NaN is real:
-momentum SGD at lr 1e8 diverges within epoch 1.
+runs phases 2 and 3 in one Ray session. Faults are injected from outside the trainable: the
+command's environment installs clipsearch.bench.faults as the trials' epoch hook
+(CLIPSEARCH_TRIAL_HOOK, with the rules in CLIPSEARCH_FAULTS), which the local Ray cluster started
+by the command inherits: radam trials fail after epoch 1 (phase 2), every 1-epoch trial fails
+(phase 3). The NaN is real: momentum SGD at lr 1e8 diverges within epoch 1.
 """
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from clipsearch.bench.faults import fault_env
 from clipsearch.results import TrialRecord, rank_trials, read_trials_csv, trial_rows, write_json, write_trials_csv
 
 from .helpers import mlflow_runs, run_cli, write_space
@@ -67,7 +69,7 @@ def protocol(tmp_path_factory):
     write_space(root / "spaces", "phase2.yaml", PHASE2_SPACE)
     write_space(root / "spaces", "phase3.yaml", PHASE3_SPACE)
     out = run_cli("protocol", "--resume", "--spaces", "spaces", "--name", "exp", "--max-failures", "1", cwd=root,
-                  env={"CLIPSEARCH_TEST_FAULT": "optimizer.name=radam@1;train.epochs=1@0"})
+                  env=fault_env("optimizer.name=radam@1;train.epochs=1@0"))
     return root, out
 
 

@@ -1,10 +1,10 @@
-"""What a trial resumes from, and the test-only fault hook (no cluster needed)."""
+"""What a trial resumes from (no cluster needed)."""
 
 import pytest
 from ray import tune
 
 from clipsearch.tune import trainable
-from clipsearch.tune.trainable import FINISHED, InjectedFault, _fault_hook, _restore_latest
+from clipsearch.tune.trainable import FINISHED, _restore_latest
 
 
 @pytest.fixture
@@ -34,14 +34,3 @@ def test_a_pruned_checkpoint_means_the_trial_had_finished(latest, tmp_path):
 def test_a_fresh_trial_starts_from_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: None)
     assert _restore_latest(tmp_path / "run") is None
-
-
-def test_fault_rules_pick_trials_by_config_and_fail_after_the_epoch(monkeypatch):
-    monkeypatch.setenv(trainable.FAULT_ENV, "optimizer.name=radam@1;train.epochs=1@0")
-    radam = _fault_hook({"optimizer.name": "radam", "train.epochs": 2})
-    radam(1)
-    with pytest.raises(InjectedFault, match="epoch 2"):
-        radam(2)
-    with pytest.raises(InjectedFault):
-        _fault_hook({"optimizer.name": "adamw", "train.epochs": 1})(1)
-    _fault_hook({"optimizer.name": "adamw", "train.epochs": 2})(5)  # no rule matches
