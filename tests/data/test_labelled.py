@@ -38,7 +38,10 @@ def test_mixed_sizes_and_modes_train_end_to_end(tmp_path):
     splits = load_labelled_splits(cfg.data, cfg.image)
     assert splits.train.images.shape[1:] == (28, 28, 3) and splits.class_names == ["cat", "dog", "owl"]
     result = train(cfg)
-    assert 0 <= result["knn_acc1"] <= 100 and np.isfinite(result["train_loss"])
+    assert result["train_images"] == len(splits.train) and result["skipped_images"] == 0
+    assert np.isfinite(result["train_loss"])
+    hits = result["knn_acc1"] * len(splits.val) / 100  # kNN of val against train: a share of val's images
+    assert hits == pytest.approx(round(hits))
 
 
 def test_test_folder_is_the_test_split_and_train_gives_val(tmp_path):
