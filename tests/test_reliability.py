@@ -3,6 +3,9 @@ that would run code, an infinite loss. Each names what must survive it.
 
 The full disk is a file-size limit (RLIMIT_FSIZE) with SIGXFSZ ignored: the kernel then fails
 the write with EFBIG, as a full disk fails it with ENOSPC; both reach the same code.
+
+Each test is a case of `clipsearch bench reliability`'s census, filed under the category its
+census marker names (clipsearch.bench.census).
 """
 
 import contextlib
@@ -47,6 +50,7 @@ def file_size_limit(limit_bytes):
         signal.signal(signal.SIGXFSZ, previous)
 
 
+@pytest.mark.census("trial faults")
 @pytest.mark.parametrize("damage", ["cut in half", "empty", "deleted"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch(tmp_path, damage, caplog):
     save_epoch(tmp_path, 1)
@@ -61,6 +65,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch(tmp_path, damage,
     assert PREVIOUS_CHECKPOINT_FILE in caplog.text  # the fallback is said, not silent
 
 
+@pytest.mark.census("trial faults")
 def test_no_readable_checkpoint_is_one_clear_error(tmp_path):
     save_epoch(tmp_path, 1)
     save_epoch(tmp_path, 2)
@@ -79,6 +84,7 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.census("security")
 def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path):
     marker = tmp_path / "ran"
     save_epoch(tmp_path, 1)  # a good previous checkpoint: refusal must not quietly fall back to it
@@ -88,6 +94,7 @@ def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.census("disk full")
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path):
     save_epoch(tmp_path, 1)
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -98,6 +105,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path):
     assert read_checkpoint(tmp_path)["state"]["epoch"] == 1
 
 
+@pytest.mark.census("disk full")
 def test_a_full_disk_while_writing_results_keeps_the_earlier_file(tmp_path):
     target = tmp_path / "trials.csv"
     atomic_write_text(target, "trial_id,status\na,TERMINATED\n")
@@ -108,6 +116,7 @@ def test_a_full_disk_while_writing_results_keeps_the_earlier_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["trials.csv"]
 
 
+@pytest.mark.census("disk full")
 def test_a_full_disk_reaches_the_user_as_one_line_and_exit_1(monkeypatch, capsys):
     from clipsearch import cli
 
@@ -122,6 +131,7 @@ def test_a_full_disk_reaches_the_user_as_one_line_and_exit_1(monkeypatch, capsys
     assert "results/exp/phase1/trials.csv" in lines[0] and "No space left" in lines[0] and "fix:" in lines[0]
 
 
+@pytest.mark.census("trial faults")
 def test_an_infinite_loss_stops_training_at_once(monkeypatch):
     """The NaN case is tests/test_train.py::test_non_finite_loss_stops_training_at_once."""
     from clipsearch.config import load_config

@@ -66,6 +66,7 @@ def test_run_stopped_after_epoch_k_and_resumed_ends_like_an_unbroken_run(tmp_pat
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in unbroken.items() if k not in drop}
 
 
+@pytest.mark.census("trial faults")  # clipsearch bench reliability counts it
 def test_non_finite_loss_stops_training_at_once(monkeypatch):
     from clipsearch.losses.clip import ClipLoss
 

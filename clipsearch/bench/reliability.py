@@ -2,7 +2,7 @@
 
 Two sources, both run here, never copied from elsewhere:
 - the census: the quick fault and bad-input tests (those CI runs), run with pytest and counted
-  case by case from its JUnit report, each case filed under a category;
+  case by case, each filed under the category its `census` marker names (clipsearch.bench.census);
 - the kill loop (clipsearch.bench.kill_loop): a quick phase 1 whose driver is SIGKILLed at
   random moments and resumed, and a trial worker killed mid-epoch;
 - with --soak (clipsearch.bench.soak): a quick phase 1 of 100 trials run to its end, its driver's
@@ -20,17 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import asdict
 from pathlib import Path
 
+from . import census as census_plugin
 from .common import environment, write_result
 
-#: the quick tests of the census, each case filed by the first rule its test id matches
-CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py",
-                "tests/test_train.py::test_non_finite_loss_stops_training_at_once"]
-CATEGORY_RULES = [("python tag", "security"), ("refused", "security"), ("test_bad_input", "bad input"),
-                  ("full_disk", "disk full")]
+#: where the census's cases are: the tests of these files marked census (each filed under the
+#: category its marker names); the rest of tests/ is not collected, which would take longer
+CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py", "tests/test_train.py"]
 
 
 #: the sections of the result, each produced by one part of the command, each dated by its run
@@ -46,7 +44,7 @@ def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bo
     run = {"date": environment()["date"], "command": command}
     fresh: dict[str, dict] = {}  # section -> {"categories": ..., extra keys}
     if census:
-        fresh["census"] = {"categories": _census_categories()}
+        fresh["census"] = {"categories": census_categories(run_census(Path.cwd()))}
     if kills:
         fresh["kill loop"] = _kill_loop_section(kills, trials, seed)
     if soak:
@@ -55,13 +53,16 @@ def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bo
     return _write(out_dir, command, sections)
 
 
-def _census_categories() -> dict[str, dict]:
+def census_categories(cases: list[dict]) -> dict[str, dict]:
+    """Per category, in the order its first case ran: cases tried, passed and lost, and the
+    ids of those that failed."""
     categories: dict[str, dict] = {}
-    for case in run_census(Path.cwd()):
+    for case in cases:
         row = categories.setdefault(case["category"], {"tried": 0, "passed": 0, "lost": 0, "failed_cases": []})
+        passed = case["outcome"] == "passed"
         row["tried"] += 1
-        row["passed"] += case["passed"]
-        if not case["passed"]:
+        row["passed"] += passed
+        if not passed:
             row["lost"] += 1
             row["failed_cases"].append(case["id"])
     return categories
@@ -156,43 +157,29 @@ def _command(kills: int, trials: int, census: bool, seed: int, soak: bool = Fals
             + ("" if census else " --no-census") + (f" --soak --soak-trials {soak_trials}" if soak else ""))
 
 
-def run_census(repo: Path) -> list[dict]:
-    """Run the census tests with pytest; one {id, category, passed} per test case."""
-    missing = [t for t in CENSUS_TESTS if not (repo / t.split("::")[0]).exists()]
+def run_census(repo: Path, collect_only: bool = False) -> list[dict]:
+    """Run the census with pytest: one {id, category, outcome} per case marked census in
+    CENSUS_TESTS, skipped ones left out; collect_only lists every case without running it
+    (outcome None)."""
+    missing = [t for t in CENSUS_TESTS if not (repo / t).exists()]
     if missing:
         from ..errors import InputError
 
         raise InputError(f"the census tests are not here: {', '.join(missing)}", where=str(repo),
                          fix="run clipsearch bench reliability from a clipsearch checkout (the repository root)")
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "junit.xml"
+        found = Path(tmp) / "census.json"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
-                        *CENSUS_TESTS], cwd=repo, env=env, stdout=subprocess.DEVNULL, check=False)
-        return [_case(tc) for tc in ET.parse(report).iter("testcase")
-                if tc.find("skipped") is None and tc.get("name") not in NOT_CASES]
-
-
-def _case(testcase: ET.Element) -> dict:
-    case_id = f"{testcase.get('classname')}::{testcase.get('name')}"
-    passed = testcase.find("failure") is None and testcase.find("error") is None
-    return {"id": case_id, "category": categorize(case_id), "passed": passed}
-
-
-#: tests of the census that check the census itself, not a fault
-NOT_CASES = {"test_the_census_has_at_least_40_cases_in_every_category"}
-#: a bad-input case id starts with its kind ("space: file missing")
-BAD_INPUT_KINDS = {"space": "search space", "config": "config", "data": "data file", "cli": "argument"}
-
-
-def categorize(case_id: str) -> str:
-    """The first rule whose text is in the test id (bad input by kind); the rest is trial faults."""
-    lowered = case_id.lower()
-    category = next((category for needle, category in CATEGORY_RULES if needle in lowered), "trial faults")
-    if category == "bad input":
-        kind = case_id.partition("[")[2].partition(":")[0]
-        category = f"bad input: {BAD_INPUT_KINDS.get(kind, kind)}"
-    return category
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                               census_plugin.__name__, f"--census-json={found}", "-m", census_plugin.MARKER,
+                               *(["--collect-only"] * collect_only),
+                               *CENSUS_TESTS], cwd=repo, env=env, stdout=subprocess.PIPE, text=True, check=False)
+        # 0: all passed, 1: some failed (counted as lost); anything else: the census did not run
+        if done.returncode not in (0, 1) or not found.is_file():
+            raise RuntimeError(f"the census did not run (pytest exit {done.returncode}): "
+                               f"{' | '.join(done.stdout.strip().splitlines()[-3:])}")
+        cases = json.loads(found.read_text(encoding="utf-8"))
+    return [case for case in cases if case["outcome"] != "skipped"]
 
 
 if __name__ == "__main__":  # a quick look at the census without the kill loop
