@@ -4,9 +4,12 @@ peak dense bf16 FLOP/s it reaches (model FLOPs utilisation).
 The model is the default preset's: ResNet-50 (timm) + DistilBERT, 224 px, linear projections to
 256, built with random weights from their architectures alone (nothing is downloaded; FLOPs
 and speed do not depend on the weights). Batches are synthetic and already on the device, so
-the figure is the step itself: clipsearch's `pair_step` (autocast, channels_last on CUDA) with
-the default loss, backward and AdamW, as `train()` runs it. FLOPs per step are counted once
-with torch's FlopCounterMode (matmuls and convolutions, forward and backward).
+the figure is the step itself: the image-text task's `pair_step` (autocast, channels_last on
+CUDA) with the default loss, then backward and AdamW. That is the loop's `Run.step` without its
+gradient clipping, fp16 scaling, schedule step and non-finite check: `clipsearch.train.build_run`
+builds a Run from a config, and seed 001's towers come from a config only with their pretrained
+weights, which are not downloaded here. FLOPs per step are counted once with torch's
+FlopCounterMode (matmuls and convolutions, forward and backward).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from ..data.batches import PairBatch
 from ..losses import build_loss
 from ..models import DualEncoder, HFTextEncoder, build_image_tower
 from ..optim import build_optimizer
-from ..train import _autocast, pair_step
+from ..tasks.image_text import pair_step
+from ..train import _autocast
 from .common import environment, write_result
 
 #: dense bf16 tensor-core peak, FLOP/s, by a name that appears in torch.cuda.get_device_name()

@@ -13,8 +13,12 @@ and data.
   tensors as clipsearch's step, so the comparison is of the step itself. (open_clip's training
   script, `open_clip_train`, is not on PyPI; the step is written here from its documented
   recipe.)
-- clipsearch: the decoded-image cache (an array), each distinct caption tokenised once, a
-  batch built by tensor indexing; the quick preset's model, loss and optimizer.
+- clipsearch: the training loop's own step (`clipsearch.train.build_run`: `Run.step`, the
+  forward and loss under autocast, the non-finite stop, backward, gradient clipping, the
+  optimizer's and the schedule's step) on the loop's own batches (`run.setup.batches`: the
+  decoded-image cache, an array, each distinct caption tokenised once, a batch built by tensor
+  indexing); the quick preset's model, loss and optimizer. The naive variant feeds its batches
+  to the same `Run.step`.
 
 The variants alternate step by step so that load on this shared machine hits all alike, and
 each step's time is split into the wait for the batch and the compute.
@@ -35,11 +39,9 @@ import torch
 from PIL import Image
 
 from ..config import load_config
-from ..data import load_training_set
-from ..data.batches import MEAN, STD, PairBatches, TextBank
-from ..losses import build_loss
-from ..models import build_dual_encoder
-from ..optim import build_optimizer
+from ..data.batches import MEAN, STD, PairBatch
+from ..models import build_text_tower
+from ..train import Run, build_run
 from .common import environment, write_result
 
 
@@ -69,17 +71,6 @@ def _write_pngs(images: np.ndarray, folder: Path) -> list[Path]:
         Image.fromarray(img).save(path)
         files.append(path)
     return files
-
-
-def clipsearch_step(model, loss_fn, optimizer) -> Callable[[tuple], None]:
-    def step(batch):
-        images, tokens, index = batch
-        image_emb, text_emb = model(images, tokens)
-        loss = loss_fn(image_emb, text_emb, index=index)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return step
 
 
 def build_open_clip_model(model_cfg, image_size: int, max_text_length: int):
@@ -159,6 +150,53 @@ def _summary(times: list[tuple[float, float]], batch: int) -> dict:
             "compute_ms_per_step": 1000 * compute, "steps": len(times)}
 
 
+def _tokenizer(cfg) -> Callable[[list[str]], dict]:
+    """The text tower's tokenizer, as clipsearch's model uses it (the naive loop tokenises per
+    batch; built with a second, tiny copy of the tower, which is not timed)."""
+    return build_text_tower(cfg.model.text_tower, cfg.model.text_weights, cfg.model.text_layers,
+                            cfg.data.max_text_length).tokenize
+
+
+def naive_batches(data, tokenize, batch: int, folder: Path) -> Callable[[], Iterator[PairBatch]]:
+    """An epoch of the naive loop: the images written as PNG files into FOLDER, each decoded and
+    transformed per item by a DataLoader without workers, the captions tokenised per batch."""
+    files = _write_pngs(data.images, folder)
+    loader = torch.utils.data.DataLoader(NaivePairs(files, data.captions, data.image_size), batch_size=batch,
+                                         shuffle=True, num_workers=0, drop_last=True)
+
+    def epoch():
+        for images, captions, index in loader:
+            yield PairBatch(images, tokenize(list(captions)), index, None)
+    return epoch
+
+
+def open_clip_batches(run: Run, tokenizer) -> Iterator[tuple]:
+    """An epoch of the loop's image batches, their first captions tokenised by open_clip per
+    batch: the anchor is fed the same images as clipsearch's step."""
+    captions = run.setup.batches.data.captions
+    generator = torch.Generator().manual_seed(0)
+    for b in run.setup.batches.epoch(generator):
+        yield b.images, tokenizer([captions[i][0] for i in b.index.tolist()])
+
+
+def _time_interleaved(variants: list[Variant], steps: int) -> None:
+    for _ in range(2):  # warm-up: first-call allocations
+        for v in variants:
+            v.timed_step()
+            v.times.clear()
+    # one step of each in turn, so that load from other processes on this shared machine
+    # falls on all variants alike
+    for _ in range(steps):
+        for v in variants:
+            v.timed_step()
+
+
+def _precision(run: Run) -> str:
+    """What the step computes in: autocast's dtype, or fp32 without autocast."""
+    dtype = getattr(run.autocast, "fast_dtype", None)
+    return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def _trained_parameters(model: torch.nn.Module) -> int:
     """Parameters the last step gave a gradient (a tower's unused parts, such as BERT's pooler,
     are left out)."""
@@ -175,62 +213,33 @@ def bench_config():
 
 def run_train_benchmark(steps: int = 20, out_dir: Path = Path("results/benchmarks")) -> dict:
     cfg = bench_config()
-    torch.manual_seed(0)
-    torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
-    data = load_training_set(cfg.data)
-    model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
-    loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(data))
-    optimizer = build_optimizer([model, loss_fn], cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay,
-                                cfg.optimizer.params)
+    run = build_run(cfg)  # the loop's own data, model, loss, optimizer, schedule and step
+    data = run.setup.batches.data
     oc_model, oc_tokenizer = build_open_clip_model(cfg.model, cfg.data.image_size, cfg.data.max_text_length)
     batch = cfg.train.batch_size
-    batches = PairBatches(data, TextBank.build(data.captions, tokenize), batch, augment=False)
-    generator = torch.Generator().manual_seed(0)
-
-    def ours_epoch():
-        for b in batches.epoch(generator):
-            yield b.images, b.tokens, b.index
-
-    def open_clip_epoch():  # the same images; captions tokenised by open_clip per batch
-        for b in batches.epoch(generator):
-            idx = b.index.numpy()
-            yield b.images, oc_tokenizer([data.captions[i][0] for i in idx])
-
     with tempfile.TemporaryDirectory() as tmp:
-        files = _write_pngs(data.images, Path(tmp))
-        loader = torch.utils.data.DataLoader(NaivePairs(files, data.captions, data.image_size), batch_size=batch,
-                                             shuffle=True, num_workers=0, drop_last=True)
-
-        def naive_epoch():
-            for images, captions, index in loader:
-                yield images, tokenize(list(captions)), index
-
-        ours_step = clipsearch_step(model, loss_fn, optimizer)
+        naive_epoch = naive_batches(data, _tokenizer(cfg), batch, Path(tmp))
         variants = [
-            Variant("clipsearch", "clipsearch (decoded cache, pre-tokenised)", _endless(ours_epoch), ours_step),
-            Variant("naive", "naive (PIL per item, tokenise per batch, workers=0)", _endless(naive_epoch), ours_step),
+            Variant("clipsearch", "clipsearch (decoded cache, pre-tokenised)",
+                    _endless(lambda: run.setup.batches.epoch(run.generator)), run.step),
+            Variant("naive", "naive (PIL per item, tokenise per batch, workers=0)", _endless(naive_epoch),
+                    run.step),
             Variant("open_clip", "open_clip's step (same towers and images, ClipLoss, HFTokenizer per batch)",
-                    _endless(open_clip_epoch), open_clip_step(oc_model, cfg.optimizer.lr, cfg.optimizer.weight_decay)),
+                    _endless(lambda: open_clip_batches(run, oc_tokenizer)),
+                    open_clip_step(oc_model, cfg.optimizer.lr, cfg.optimizer.weight_decay)),
         ]
-        for _ in range(2):  # warm-up: first-call allocations
-            for v in variants:
-                v.timed_step()
-                v.times.clear()
-        # one step of each in turn, so that load from other processes on this shared machine
-        # falls on all variants alike
-        for _ in range(steps):
-            for v in variants:
-                v.timed_step()
+        _time_interleaved(variants, steps)
     summary = {v.key: _summary(v.times, batch) for v in variants}
     result = {
         "benchmark": "train_step_throughput", "command": f"clipsearch bench train --steps {steps}",
         "environment": environment(),
         "setting": {"model": f"{cfg.model.image_tower} + {cfg.model.text_tower} ({cfg.model.text_layers} layer)",
-                    "trained_parameters": {"clipsearch": _trained_parameters(model),
+                    "trained_parameters": {"clipsearch": _trained_parameters(run.model),
                                            "open_clip": _trained_parameters(oc_model)},
                     "loss": {"clipsearch": cfg.loss.name, "open_clip": "ClipLoss"},
-                    "image_size": cfg.data.image_size, "batch_size": batch, "precision": "fp32",
-                    "steps_per_variant": steps, "interleaved": True},
+                    "image_size": cfg.data.image_size, "batch_size": batch, "precision": _precision(run),
+                    "steps_per_variant": steps, "interleaved": True,
+                    "clipsearch_step": "clipsearch.train.Run.step, the loop's own (build_run)"},
         **summary,
         "speedup_steps_per_s": summary["clipsearch"]["steps_per_s"] / summary["naive"]["steps_per_s"],
         "speedup_over_open_clip": summary["clipsearch"]["steps_per_s"] / summary["open_clip"]["steps_per_s"],
