@@ -373,9 +373,11 @@ def bench_search(
     and the spread. The grid takes about an hour on a shared 2-core CPU, each seed's protocol
     about its share of the grid's epochs. Writes OUT/search.json and OUT/search.md."""
     from .bench.search import run_search_benchmark
+    from .report import report_after_run
 
     _check_at_least(("--seeds", seeds, 1))
-    typer.echo(str(run_search_benchmark(name=name, out_dir=out, seeds=seeds)))
+    # each phase ends with its report, as every search command's does
+    typer.echo(str(run_search_benchmark(name=name, out_dir=out, seeds=seeds, after_phase=report_after_run)))
 
 
 @bench_app.command("reliability")

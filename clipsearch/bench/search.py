@@ -41,6 +41,7 @@ from typing import Any
 from .. import tracking
 from ..results import HISTORY_DIR, PHASE_JSON, TRIALS_CSV, read_json, read_trials_csv
 from ..tune.phases import PHASES, Options, grid_plan, resumed_plan, run_or_keep, run_protocol
+from ..tune.runner import AfterPhase
 from ..tune.space import SHIPPED_SPACES, load_space
 from .common import environment, write_result
 
@@ -67,29 +68,31 @@ def seed_dir(exp_dir: Path, seed: int) -> Path:
     return exp_dir / f"{exp_dir.name}-seed{seed}"
 
 
-def protocol_options(exp_dir: Path, seed: int, tracking_uri: str) -> Options:
+def protocol_options(exp_dir: Path, seed: int, tracking_uri: str, after_phase: AfterPhase | None = None) -> Options:
     folder = seed_dir(exp_dir, seed)
     return Options(name=folder.name, quick=True, spaces_dir=SPACES, results=exp_dir, search_seed=seed,
-                   tracking_uri=tracking_uri, resume=folder.exists())
+                   tracking_uri=tracking_uri, resume=folder.exists(), after_phase=after_phase)
 
 
 def run_search_benchmark(name: str = "bench-search", results: Path = Path("results"),
-                         out_dir: Path = Path("results/benchmarks"), seeds: int = 5) -> Path:
+                         out_dir: Path = Path("results/benchmarks"), seeds: int = 5,
+                         after_phase: AfterPhase | None = None) -> Path:
     """Run (or go on with) the protocol for search seeds 0..SEEDS-1 and the grid under
-    results/NAME; write OUT/search.*."""
+    results/NAME, each phase followed by `after_phase(phase_dir)` where given (the CLI's: its
+    report); write OUT/search.*."""
     from ..tune import cluster
 
     exp_dir = results / name
     # one MLflow store for the grid and every seed: the grid's (results/mlflow.db)
-    grid_opts = Options(name=name, quick=True, spaces_dir=SPACES, results=results)
+    grid_opts = Options(name=name, quick=True, spaces_dir=SPACES, results=results, after_phase=after_phase)
     uri = tracking.default_tracking_uri(results)
     grid_dir = (exp_dir / GRID).resolve()
-    grid = resumed_plan(grid_dir) or grid_plan(load_space(SPACES / "grid.yaml", GRID), grid_opts, grid_dir,
-                                               "bench-grid")
+    grid = resumed_plan(grid_dir, after_phase) or grid_plan(load_space(SPACES / "grid.yaml", GRID), grid_opts,
+                                                            grid_dir, "bench-grid")
     wall: dict[str, float] = {}
     with cluster.ray_session(None):
         for seed in range(seeds):
-            opts = protocol_options(exp_dir, seed, uri)
+            opts = protocol_options(exp_dir, seed, uri, after_phase)
             if opts.resume:
                 print(f"bench search: going on with {seed_dir(exp_dir, seed)} (finished phases kept)",
                       file=sys.stderr)

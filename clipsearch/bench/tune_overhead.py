@@ -16,7 +16,7 @@ a quick phase 1 trial's data fraction and epochs, one learning rate each), one a
   seconds are read back from the phase's own history/trial_ID.jsonl.
 
 Paid once per command or phase, and measured apart: starting the Ray cluster, and a phase's
-end (trials.csv, best.json, its report), which follows its last epoch's result.
+end (the ranking, trials.csv, best.json; no report), which follows its last epoch's result.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _write(out_dir: Path, trials: int, shared: dict, rounds: int, runs: dict[str
     rows = [(LABELS[v], trials, f"{f['wall_seconds']:.1f}", " / ".join(f"{s:.1f}" for s in f["wall_seconds_per_round"]),
              f"{100 * f['goodput']:.0f}%", f"{100 * f['eval_share']:.0f}%", f"{f['overhead_per_trial_s']:.1f}",
              f"{f['extra_per_trial_vs_in_process_s']:+.1f}") for v, f in figures.items()]
-    rows += [(f"phase end: trials.csv, best.json, report (once per phase), {LABELS[v]}", "",
+    rows += [(f"phase end: ranking, trials.csv, best.json (once per phase), {LABELS[v]}", "",
               f"{f['phase_end_seconds']:.1f}", "", "", "", "", "") for v, f in figures.items() if "phase_end_seconds" in f]
     rows.append(("ray.init (local, once per command)", "", f"{ray_start:.1f}", "", "", "", "", ""))
     result = {

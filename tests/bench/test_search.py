@@ -125,13 +125,18 @@ def test_the_benchmark_runs_a_protocol_per_search_seed_and_the_grid_once(tmp_pat
     ran, written = [], {}
     monkeypatch.setattr(cluster, "ray_session", lambda address: contextlib.nullcontext())
     monkeypatch.setattr(bench_search, "run_protocol", lambda opts: iter(ran.append(opts) or ()))
-    monkeypatch.setattr(bench_search, "run_or_keep", lambda plan: ran.append(plan.phase))
+    monkeypatch.setattr(bench_search, "run_or_keep", lambda plan: ran.append(plan))
     monkeypatch.setattr(bench_search, "write_search_result",
                         lambda exp_dir, out_dir, seeds, wall: written.update(exp_dir=exp_dir, seeds=seeds, wall=wall))
     (tmp_path / "bench" / "bench-seed1").mkdir(parents=True)  # seed 1 started before: gone on with
-    bench_search.run_search_benchmark("bench", results=tmp_path, out_dir=tmp_path / "out", seeds=3)
+    def report(phase_dir):
+        pass
+
+    bench_search.run_search_benchmark("bench", results=tmp_path, out_dir=tmp_path / "out", seeds=3,
+                                      after_phase=report)
     protocols, grid = ran[:3], ran[3:]
-    assert [o.search_seed for o in protocols] == [0, 1, 2] and grid == ["bench-grid"]
+    assert [o.search_seed for o in protocols] == [0, 1, 2] and [plan.phase for plan in grid] == ["bench-grid"]
+    assert {o.after_phase for o in protocols} == {grid[0].after_phase} == {report}  # every phase ends with it
     assert [o.name for o in protocols] == ["bench-seed0", "bench-seed1", "bench-seed2"]
     assert [o.resume for o in protocols] == [False, True, False]
     assert {o.results for o in protocols} == {tmp_path / "bench"} and {o.seed for o in protocols} == {None}
