@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..results import (COMPARISON_CSV, COMPARISON_MD, CONFUSION_JSON, EMBEDDINGS_NPZ, RunFolder, atomic_write,
+from ..results import (COMPARISON_CSV, COMPARISON_MD, CONFUSION_JSON, EMBEDDINGS_NPZ, atomic_write,
                        atomic_write_text, write_json)
-from .phases import Options, _check_options, _check_start, _common_state, _overrides, optuna_state, startup_warning_of
-from .runner import Outcome, Plan, execute
-from .space import OptunaSpace, SearchSpace, default_space_path, space_from_doc
+from .phases import Options, check_options, new_plan, space_overrides, startup_warning_of
+from .runner import Outcome, Plan, best_model_weights, execute
+from .space import SearchSpace, default_space_path, space_from_doc
 
 PROTOCOL = "classify"
 #: method -> (what the table calls it, its criterion)
@@ -112,7 +112,7 @@ def classify_dir(opts: Options) -> Path:
 
 def prepare_classify(opts: Options, methods: list[str] | None = None) -> list[Plan]:
     """Every method's plan, every check done; nothing written, no Ray."""
-    _check_options(opts)
+    check_options(opts)
     if opts.resume:
         raise InputError("sweep classify cannot be resumed yet", where="--resume",
                          fix="start it again under another --name")
@@ -121,7 +121,7 @@ def prepare_classify(opts: Options, methods: list[str] | None = None) -> list[Pl
         raise InputError(f"classify of experiment {opts.name!r} exists already", where=str(root),
                          fix="choose another --name")
     path = opts.space or default_space_path(PROTOCOL, opts.quick, opts.spaces_dir)
-    spaces = load_classify_spaces(path, _overrides(opts), methods)
+    spaces = load_classify_spaces(path, space_overrides(opts), methods)
     plans = [_plan(method, space, opts, root / method) for method, space in spaces.items()]
     for message in filter(None, (startup_warning_of(plan.state) for plan in plans)):
         print(message, file=sys.stderr)  # after every method's checks: a bad input stays one line
@@ -129,16 +129,9 @@ def prepare_classify(opts: Options, methods: list[str] | None = None) -> list[Pl
 
 
 def _plan(method: str, space: SearchSpace, opts: Options, method_dir: Path) -> Plan:
-    space.constants.setdefault("seed", space.base.config({}, space.path).seed)
-    space.constants.setdefault("train.threads", max(1, int(opts.cpus_per_trial)))
-    if opts.num_samples:
-        space.num_samples = opts.num_samples
-    state = _common_state(f"{PROTOCOL}-{method}", space, opts, method_dir)
-    state.update(asha=space.asha, method=method, **optuna_state(space))
-    _check_start(space, state)
+    plan = new_plan(f"{PROTOCOL}-{method}", space, opts, method_dir, asha=True, extra={"method": method})
     _check_data(space)
-    return Plan(state["phase"], method_dir, state, resume=False,
-                optuna_space=OptunaSpace(space.params, space.constants), after_phase=opts.after_phase)
+    return plan
 
 
 def _check_data(space: SearchSpace) -> None:
@@ -184,15 +177,12 @@ def run_classify(opts: Options, methods: list[str] | None = None) -> list[Method
 
 def score_best(plan: Plan, best: dict) -> dict[str, Any]:
     """The best trial's best-epoch weights, scored on the test split; its files written."""
-    import torch
-
     from ..tasks.image import final_scores
     from .space import Base
 
     started = time.time()
     cfg = Base.from_json(plan.state["base"]).config(best["config"], "best trial config")
-    weights = _best_weights(best)
-    scores = final_scores(cfg, torch.load(weights, map_location="cpu", weights_only=True)["model"])
+    scores = final_scores(cfg, best_model_weights(best))
     write_method_files(plan.phase_dir, scores, seed=cfg.seed)
     final = {"method": plan.state["method"], "trial_id": best["trial_id"], "best_epoch": best["best_epoch"],
              "selected_on": _selected_on(plan.state["method"], plan.state["metric"]), "val_score": best["score"],
@@ -212,13 +202,6 @@ def _selected_on(method: str, metric: str) -> str:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
-
-
-def _best_weights(best: dict) -> Path:
-    path = RunFolder(Path(best.get("checkpoint") or "")).best_model
-    if not path.is_file():
-        raise FileNotFoundError(f"the best trial's weights are missing: {path}")
-    return path
 
 
 def write_method_files(folder: Path, scores, seed: int = 0) -> None:

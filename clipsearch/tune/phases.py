@@ -79,7 +79,7 @@ def run_protocol(opts: Options) -> Iterator[Outcome]:
 
     for phase in PHASES:  # every space file checked before the first trial
         if not (opts.resume and _phase_dir(opts, phase).exists()):
-            load_space(_space_path(phase, opts), phase, _overrides(opts))
+            load_space(_space_path(phase, opts), phase, space_overrides(opts))
     with ray_session(opts.address):
         for phase in PHASES:
             state = _state_if_any(_phase_dir(opts, phase)) if opts.resume else None
@@ -93,12 +93,41 @@ def run_protocol(opts: Options) -> Iterator[Outcome]:
 def grid_plan(space: SearchSpace, opts: Options, phase_dir: Path, phase: str) -> Plan:
     """A phase that runs every cell of the space's `{grid: [...]}` axes (no earlier phase
     feeds it): the supcon sweep, the exhaustive grid of `clipsearch bench search`."""
+    return new_plan(phase, space, opts, phase_dir, grid={"carried": {}, "axes": space.grid_axes()})
+
+
+def new_plan(phase: str, space: SearchSpace, opts: Options, phase_dir: Path, *, grid: dict[str, Any] | None = None,
+             carried: dict[str, Any] | None = None, points: list[dict[str, Any]] | None = None, asha: bool = False,
+             extra: dict[str, Any] | None = None) -> Plan:
+    """The plan of a phase that has not started, from its loaded space: what every search
+    (the CLIP phases, the supcon sweep, classify's methods, the benchmarks) builds its phase with.
+
+    The trials' shared constants are filled in (the base's seed; torch threads = the trial's
+    CPUs: two trials of two threads each on two cores would fight) and --num-samples applied;
+    then either a grid (`grid`: {"carried", "axes"} and the optimizer / loss cells) or an Optuna
+    search over the space's params, started from `carried` (values every trial takes) with
+    `points` enqueued first; `asha` stops trials early by the space's asha settings; `extra`
+    goes into phase.json as is. Every check of what the trials share runs here; nothing is
+    written and Ray is not started."""
     space.constants.setdefault("seed", space.base.config({}, space.path).seed)
     space.constants.setdefault("train.threads", max(1, int(opts.cpus_per_trial)))
+    if opts.num_samples:
+        space.num_samples = opts.num_samples
     state = _common_state(phase, space, opts, phase_dir)
-    state["grid"] = {"carried": {}, "axes": space.grid_axes()}
+    optuna_space = None
+    if grid is not None:
+        state["grid"] = grid
+    else:
+        carried = dict(carried or {})
+        optuna_space = OptunaSpace(space.params, {**carried, **space.constants})
+        state.update(optuna_state(space, points))
+        if carried:
+            state["carried"] = carried
+    if asha:
+        state["asha"] = space.asha
+    state.update(extra or {})
     _check_start(space, state)
-    return Plan(phase, phase_dir, state, resume=False, after_phase=opts.after_phase)
+    return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space, after_phase=opts.after_phase)
 
 
 def resumed_plan(phase_dir: Path, after_phase: AfterPhase | None = None) -> Plan | None:
@@ -124,7 +153,7 @@ def run_or_keep(plan: Plan) -> Outcome:
 
 def prepare(phase: str, opts: Options) -> Plan:
     """Every check of the inputs, before Ray starts or anything is written."""
-    _check_options(opts)
+    check_options(opts)
     phase_dir = _phase_dir(opts, phase)
     if opts.resume:
         state = _state_if_any(phase_dir)
@@ -136,30 +165,21 @@ def prepare(phase: str, opts: Options) -> Plan:
     if phase_dir.exists():
         raise InputError(f"{phase} of experiment {opts.name!r} exists already", where=str(phase_dir),
                          fix="pass --resume to continue it, or choose another --name")
-    space = load_space(_space_path(phase, opts), phase, _overrides(opts))
-    space.constants.setdefault("seed", space.base.config({}, space.path).seed)
-    # torch threads = the trial's CPUs: two trials of two threads each on two cores would fight
-    space.constants.setdefault("train.threads", max(1, int(opts.cpus_per_trial)))
-    if opts.num_samples:
-        space.num_samples = opts.num_samples
-    state = _common_state(phase, space, opts, phase_dir)
-    optuna_space, notes = None, []
+    space = load_space(_space_path(phase, opts), phase, space_overrides(opts))
+    notes = []
     if phase == "phase1":
-        optuna_space = OptunaSpace(space.params, space.constants)
-        state.update(asha=space.asha, **optuna_state(space))
+        plan = new_plan(phase, space, opts, phase_dir, asha=True)
     elif phase == "phase2":
-        state["grid"] = _phase2_grid(space, phase_dir.parent)
+        plan = new_plan(phase, space, opts, phase_dir, grid=_phase2_grid(space, phase_dir.parent))
     else:
         carried, space = _phase3_start(space, phase_dir.parent)
         point, left_out = incumbent_point(space, carried)
-        optuna_space = OptunaSpace(space.params, {**carried, **space.constants})
-        state.update(carried=carried, **optuna_state(space, [point]))
         notes.append(_left_out_warning(left_out, space))
-    _check_start(space, state)
+        plan = new_plan(phase, space, opts, phase_dir, carried=carried, points=[point])
     # printed once every check has passed: a bad input stays one line on stderr
-    for message in filter(None, [*notes, startup_warning_of(state)]):
+    for message in filter(None, [*notes, startup_warning_of(plan.state)]):
         print(message, file=sys.stderr)
-    return Plan(phase, phase_dir, state, resume=False, optuna_space=optuna_space, after_phase=opts.after_phase)
+    return plan
 
 
 def optuna_state(space: SearchSpace, points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -196,7 +216,7 @@ def _check_restorable(state: dict, phase_dir: Path) -> None:
                          where=state["experiment_path"], fix=f"delete {phase_dir} and start the phase again")
 
 
-def _check_options(opts: Options) -> None:
+def check_options(opts: Options) -> None:
     if not _NAME.match(opts.name):
         raise InputError(f"experiment name {opts.name!r} is not a plain folder name", where="--name",
                          fix="use letters, digits, '_', '-' and '.'")
@@ -217,7 +237,7 @@ def _space_path(phase: str, opts: Options) -> Path:
     return opts.space or default_space_path(phase, opts.quick, opts.spaces_dir)
 
 
-def _overrides(opts: Options) -> dict[str, Any]:
+def space_overrides(opts: Options) -> dict[str, Any]:
     """--set key=value and --seed, as constants over the space file's."""
     out = {}
     for item in opts.overrides:
@@ -234,7 +254,7 @@ def _state_if_any(phase_dir: Path) -> dict | None:
 
 
 def _common_state(phase: str, space: SearchSpace, opts: Options, phase_dir: Path) -> dict[str, Any]:
-    storage = _storage_path(opts, phase_dir)
+    storage = storage_path(opts, phase_dir)
     return {
         "phase": phase, "experiment": opts.name, "space": str(Path(space.path).resolve()),
         "metric": space.metric, "num_samples": space.num_samples, "max_concurrent": space.max_concurrent,
@@ -248,7 +268,7 @@ def _common_state(phase: str, space: SearchSpace, opts: Options, phase_dir: Path
     }
 
 
-def _storage_path(opts: Options, phase_dir: Path) -> str:
+def storage_path(opts: Options, phase_dir: Path) -> str:
     """Ray Tune needs an absolute path or a URI: results/EXP/PHASE by default, or
     --storage/EXP/PHASE."""
     if opts.storage is None:

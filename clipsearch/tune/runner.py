@@ -333,10 +333,35 @@ def _log_phase(client, parent: str, plan: Plan, best: dict | None, trials: int) 
     client.log_artifact(parent, str(plan.phase_dir / BEST_JSON))
     tracking.log_metrics(client, parent, {"best_score": best["score"], "trials": trials,
                                           "errored": best["errored"]}, step=0)
-    if best.get("checkpoint"):
-        from ray import tune
+    with best_model_file(best) as model:
+        if model is not None:
+            client.log_artifact(parent, str(model), artifact_path="best")
 
-        with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
-            model = RunFolder(Path(folder)).best_model
-            if model.is_file():
-                client.log_artifact(parent, str(model), artifact_path="best")
+
+# ------------------------------------------------------------------------------ the best model
+
+@contextlib.contextmanager
+def best_model_file(best: dict):
+    """The best trial's best/model.pt as a local file for the block, wherever Tune keeps the
+    trial (the phase folder, or --storage's s3:// / gs:// bucket: then a downloaded copy); None
+    when best.json names no checkpoint or the checkpoint holds no model. The one reader of a
+    best trial's weights: the MLflow artifact, classify's test scores and supcon's ranking."""
+    if not best.get("checkpoint"):
+        yield None
+        return
+    from ray import tune
+
+    with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
+        model = RunFolder(Path(folder)).best_model
+        yield model if model.is_file() else None
+
+
+def best_model_weights(best: dict) -> dict:
+    """The best trial's trainable weights (models.trainable_state), read as data only."""
+    import torch
+
+    with best_model_file(best) as model:
+        if model is None:
+            raise FileNotFoundError(f"the best trial's weights are missing: {best.get('checkpoint')} has no "
+                                    "best/model.pt")
+        return torch.load(model, map_location="cpu", weights_only=True)["model"]

@@ -27,11 +27,10 @@ from typing import Any
 
 from .. import tracking
 from ..errors import InputError
-from .phases import (Options, _check_options, _overrides, _storage_path, grid_plan, resumed_plan,
-                     run_or_keep)
-from ..results import (BEST_JSON, PHASE_JSON, RAY_DIR, TRIALS_CSV, RunFolder, atomic_write_text, read_json,
-                       read_trials_csv, write_json)
-from .runner import Outcome, Plan
+from ..results import (BEST_JSON, PHASE_JSON, RAY_DIR, TRIALS_CSV, atomic_write_text, read_json, read_trials_csv,
+                       write_json)
+from .phases import Options, check_options, grid_plan, resumed_plan, run_or_keep, space_overrides, storage_path
+from .runner import Outcome, Plan, best_model_weights
 from .space import SearchSpace, default_space_path, load_space
 
 PROTOCOL = "supcon"
@@ -59,7 +58,7 @@ def supcon_dir(opts: Options) -> Path:
 
 def load_supcon_space(opts: Options) -> SearchSpace:
     path = opts.space or default_space_path(SPACE, opts.quick, opts.spaces_dir)
-    space = load_space(path, SPACE, _overrides(opts))
+    space = load_space(path, SPACE, space_overrides(opts))
     cfg = space.base.config(space.constants, space.path)
     if cfg.loss.name != "supcon" or cfg.image.evaluator != "query_gallery":
         raise InputError(f"the sweep fine-tunes with loss supcon scored by the query_gallery evaluator; this space "
@@ -114,7 +113,7 @@ def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
              "num_samples": 1, "searched": [], "max_concurrent": 1}
     state["constants"] = {**sweep_state["constants"], **best["decided"], "train.epochs": sweep_state["long_epochs"]}
     state["grid"] = {"carried": {}, "axes": {}}
-    storage = _storage_path(opts, root / "long")
+    storage = storage_path(opts, root / "long")
     state.update(storage_path=storage, experiment_path=f"{storage}/{RAY_DIR}")
     return Plan(state["phase"], root / "long", state, resume=False, after_phase=opts.after_phase)
 
@@ -125,7 +124,7 @@ def run_supcon(opts: Options) -> SupConRun:
     """Baselines, the sweep, the long run, the tables; every input checked before Ray starts."""
     from .cluster import ray_session
 
-    _check_options(opts)
+    check_options(opts)
     root = supcon_dir(opts)
     if opts.resume and not (root / "sweep" / PHASE_JSON).is_file():
         # a run stopped during the baselines has nothing Tune could continue
@@ -214,11 +213,7 @@ def finish(root: Path, long_state: dict) -> dict[str, Any]:
 
 
 def _best_weights(best: dict) -> dict:
-    import torch
-    from ray import tune
-
-    with tune.Checkpoint(best["checkpoint"]).as_directory() as folder:
-        return torch.load(RunFolder(Path(folder)).best_model, map_location="cpu", weights_only=True)["model"]
+    return best_model_weights(best)
 
 
 # ------------------------------------------------------------------------------ tables
