@@ -19,6 +19,14 @@ epochs it ran; TPE ranks pruned trials by the last epoch they reached, then by t
 there, below every complete one: the order of clipsearch's ranking (clipsearch/results/ranking.py). Each
 epoch is reported at step = its epoch (not training_iteration, which a restored trial may
 count differently).
+
+Optuna also draws configurations the study has already run: on a space of choices (a phase 1 of
+3 losses x 3 optimizers x 2 learning rates) TPE drew the same cell twice in 5 trials, in 2 of 5
+search seeds of `clipsearch bench search`. Every trial trains with the config's seed, so a
+second run of a cell learns nothing and spends a trial's budget. A draw whose parameters equal
+those of a trial the study ran, or is running, is told FAIL (TPE leaves failed trials out of its
+model; the trial's user attribute `clipsearch.duplicate_of` names the twin) and drawn again, up
+to MAX_REDRAWS times; a space with nothing new left then runs the last draw.
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ from ray.air.constants import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 logger = logging.getLogger(__name__)
+
+#: draws of one suggestion before a duplicate is run anyway (the space is then all but exhausted)
+MAX_REDRAWS = 25
+#: the trials a new draw must not repeat: those run, being run, or stopped by ASHA
+_DONE_OR_RUNNING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -47,6 +60,27 @@ class ResumableOptunaSearch(OptunaSearch):
     def __init__(self, *args, max_epochs: int | None = None, **kwargs):
         self._max_epochs = max_epochs
         super().__init__(*args, **kwargs)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        for _ in range(MAX_REDRAWS):
+            twin = self._twin(self._ot_trials[trial_id])
+            if twin is None:
+                break
+            duplicate = self._ot_trials.pop(trial_id)
+            duplicate.set_user_attr("clipsearch.duplicate_of", twin.number)
+            self._tell(duplicate, state=TrialState.FAIL)
+            params = super().suggest(trial_id)
+        return params
+
+    def _twin(self, ot_trial):
+        """A trial of the study, other than `ot_trial`, drawn with exactly its parameters and
+        run, running or pruned; None when there is none."""
+        params = ot_trial.params
+        for other in self._ot_study.get_trials(deepcopy=False, states=_DONE_OR_RUNNING):
+            if other.number != ot_trial.number and other.params == params:
+                return other
+        return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self._finished_in_study(trial_id):
@@ -98,7 +132,7 @@ class ResumableOptunaSearch(OptunaSearch):
 
 def _epoch(result: dict) -> int:
     """The epoch train() reports with every result (training_iteration where a result has none)."""
-    return int(result.get("epoch", result[TRAINING_ITERATION]))
+    return int(result["epoch"] if "epoch" in result else result[TRAINING_ITERATION])
 
 
 def _best(values, last: float) -> float:

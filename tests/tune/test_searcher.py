@@ -74,3 +74,34 @@ def test_unfinished_trials_are_still_reported_and_told(tmp_path):
     (trial,) = study(tmp_path).get_trials()
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 3.0
     assert trial.intermediate_values == {1: 1.0, 2: 3.0}
+
+
+def choices(trial):
+    return {"loss": trial.suggest_categorical("loss", ["a", "b"]), "lr": trial.suggest_categorical("lr", [1, 2])}
+
+
+def test_a_configuration_the_study_has_run_or_is_running_is_not_drawn_again(tmp_path):
+    """4 cells: the first 4 suggestions are 4 different cells (a repeat trains exactly as its
+    twin did); the repeats Optuna drew are in the study as FAIL, naming their twin."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    search = ResumableOptunaSearch(choices, metric="objective", mode="max", storage=storage, study_name="s",
+                                   sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=1)
+    drawn = []
+    for i in range(4):
+        drawn.append(tuple(search.suggest(f"t{i}").values()))
+        if i % 2:  # half of them finish before the next draw, half are still running
+            search.on_trial_complete(f"t{i}", {"objective": float(i), "epoch": 1})
+    assert len(set(drawn)) == 4
+    trials = study(tmp_path).get_trials()
+    repeats = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert repeats and all("clipsearch.duplicate_of" in t.user_attrs for t in repeats)
+    kept = {tuple(t.params.values()) for t in trials if t.state != optuna.trial.TrialState.FAIL}
+    assert kept == set(drawn)
+
+
+def test_a_space_with_nothing_new_left_runs_the_last_draw():
+    search = ResumableOptunaSearch(choices, metric="objective", mode="max",
+                                   sampler=optuna.samplers.RandomSampler(seed=1))
+    for i in range(4):
+        search.suggest(f"t{i}")
+    assert search.suggest("t4") is not None  # every cell taken: a repeat, after MAX_REDRAWS draws
