@@ -142,6 +142,18 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def trial_span(history: History) -> tuple[float, float] | None:
+    """When a trial started and when it last reported, in Unix seconds: its first report's
+    timestamp less the time it had trained by then, and its last report's timestamp. None
+    when its reports carry no timestamp."""
+    stamped = [e for e in history if _finite(e.get("timestamp"))]
+    if not stamped:
+        return None
+    first = stamped[0]
+    started = float(first["timestamp"]) - float(first.get("time_total_s") or 0.0)
+    return started, max(started, float(stamped[-1]["timestamp"]))
+
+
 # ------------------------------------------------------------------------------ objective by a choice
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ why, and so does the report as a whole.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from typing import Any
 
 from .data import LOSS, OPTIMIZER, History, ParamKind, Row, Unavailable, common_epoch, optimizer_loss_share
+from .study import COMPLETE, StudyTrial, param_value
+from .study import build_study as make_study
 
 MIN_TRIALS = 4
 #: PED-ANOVA compares the top trials with all; Optuna advises at least 5 on top
@@ -75,49 +76,14 @@ def _share(result: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ the study
 
-def distribution(kind: ParamKind):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if kind.kind == "categorical":
-        return CategoricalDistribution(kind.choices)
-    if kind.kind == "int":
-        return IntDistribution(int(kind.low), int(kind.high))
-    return FloatDistribution(kind.low, kind.high, log=kind.kind == "log")
-
-
 def build_study(configs: dict[str, dict[str, Any]], values: dict[str, float], kinds: dict[str, ParamKind]):
     """An in-memory study (direction maximize) with one complete trial per trial id; a trial
     that did not set a conditional parameter has no value for it."""
-    import optuna
-
-    dists = {name: distribution(kind) for name, kind in kinds.items()}
-    with _quiet_optuna():
-        study = optuna.create_study(direction="maximize")
-    for trial_id, value in values.items():
-        params = {k: _param(kinds[k], v) for k, v in configs[trial_id].items() if k in dists and v is not None}
-        study.add_trial(optuna.trial.create_trial(value=value, params=params,
-                                                  distributions={k: dists[k] for k in params},
-                                                  user_attrs={"trial_id": trial_id}))
-    return study
-
-
-def _param(kind: ParamKind, value: Any) -> Any:
-    if kind.kind == "categorical":
-        return value if isinstance(value, (str, int, float, bool)) else repr(value)
-    return int(value) if kind.kind == "int" else float(value)
-
-
-@contextlib.contextmanager
-def _quiet_optuna():
-    """Optuna logs every study it creates at INFO; a report makes one per phase."""
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
+    trials = [StudyTrial(trial_id, COMPLETE, value,
+                         {k: param_value(kinds[k], v) for k, v in configs[trial_id].items()
+                          if k in kinds and v is not None}, {}, None, None)
+              for trial_id, value in values.items()]
+    return make_study(trials, kinds)
 
 
 # ------------------------------------------------------------------------------ the evaluators

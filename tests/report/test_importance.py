@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from clipsearch.report.data import param_kinds
-from clipsearch.report.importance import METHODS, build_study, distribution, importance_report
+from clipsearch.report.importance import METHODS, build_study, importance_report
+from clipsearch.report.study import distribution
 
 from .conftest import hand_histories, hand_rows
 
