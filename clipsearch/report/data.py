@@ -293,12 +293,16 @@ class ParallelCoordinates:
     color: tuple[float, ...]   # each trial's score
     color_label: str
     trial_ids: tuple[str, ...]
+    chance: float | None = None   # the metric's chance level: the score axis and the colours reach it
 
 
-def parallel_coordinates(rows: list[Row], kinds: dict[str, ParamKind], metric: str) -> ParallelCoordinates:
+def parallel_coordinates(rows: list[Row], kinds: dict[str, ParamKind], metric: str,
+                         chance: float | None = None) -> ParallelCoordinates:
     """One line per scored trial across an axis per varying parameter and a last axis for the
     score. Categories become integer positions with their names as tick labels; log-float
-    parameters are plotted as log10 values with tick labels at the powers of ten."""
+    parameters are plotted as log10 values with tick labels at the powers of ten. With the
+    metric's chance level, the score axis and the colour scale reach down to it (a trial at
+    chance would take the darkest colour)."""
     points = {p.trial_id: p for p in scored_trials(rows, metric)}
     trials = [r for r in rows if str(r["trial_id"]) in points]
     if len(trials) < 2:
@@ -307,8 +311,10 @@ def parallel_coordinates(rows: list[Row], kinds: dict[str, ParamKind], metric: s
         raise Unavailable("no hyperparameter varies across the trials")
     axes = [param_axis(kind, [r["config"].get(kind.name) for r in trials]) for kind in kinds.values()]
     scores = tuple(points[str(r["trial_id"])].score for r in trials)
-    axes.append(Axis(f"best {metric}", scores))
-    return ParallelCoordinates(tuple(axes), scores, f"best {metric}", tuple(str(r["trial_id"]) for r in trials))
+    reach = None if chance is None else (min(chance, *scores), max(chance, *scores))
+    axes.append(Axis(f"best {metric}", scores, range=reach))
+    return ParallelCoordinates(tuple(axes), scores, f"best {metric}", tuple(str(r["trial_id"]) for r in trials),
+                               chance)
 
 
 def param_axis(kind: ParamKind, values: list[Any]) -> Axis:

@@ -8,7 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .compute import ComputeCurve
 from .data import (Confusion, Curve, Embedding2D, Grid, Group, ParallelCoordinates, Progression, TrialPoint)
+from .noise import SeedBand
+from .study import ContourChoice, quiet_optuna
 
 HEIGHT = 420
 _STOPPED = dict(symbol="x-thin-open", size=9, line=dict(width=2))
@@ -21,19 +24,46 @@ def _layout(fig: go.Figure, title: str, height: int = HEIGHT, **more: Any) -> go
     return fig
 
 
+# ------------------------------------------------------------------------------ the noise floor
+
+CHANCE = "chance"
+
+
+def add_chance(fig: go.Figure, chance: float | None) -> go.Figure:
+    """A dotted horizontal line labelled "chance" at the metric's chance level (on every
+    subplot); nothing when it is unknown."""
+    if chance is not None:
+        fig.add_hline(y=chance, line=dict(dash="dot", color="#666", width=1.5), annotation_text=CHANCE,
+                      annotation_position="bottom left", annotation_font_color="#666")
+    return fig
+
+
+def add_seed_band(fig: go.Figure, band: SeedBand | None) -> go.Figure:
+    """The best configuration's mean +- std over seeds, a shaded band across the figure."""
+    if band is not None:
+        fig.add_hrect(y0=band.low, y1=band.high, fillcolor="#2ca02c", opacity=0.15, line_width=0,
+                      annotation_text=f"best configuration over {band.seeds} seeds: mean ± std",
+                      annotation_position="top left", annotation_font_color="#2a7a2a")
+    return fig
+
+
+# ------------------------------------------------------------------------------ the figures
+
 def parallel_coordinates(data: ParallelCoordinates) -> go.Figure:
     dimensions = [dict(label=a.label, values=list(a.values),
                        **({"tickvals": list(a.tickvals), "ticktext": list(a.ticktext)} if a.tickvals else {}),
                        **({"range": list(a.range)} if a.range else {}))
                   for a in data.axes]
+    title = data.color_label if data.chance is None else f"{data.color_label}<br>(lowest: chance {data.chance:.3g})"
+    scale = {} if data.chance is None else dict(cmin=data.axes[-1].range[0], cmax=data.axes[-1].range[1])
     trace = go.Parcoords(dimensions=dimensions,
-                         line=dict(color=list(data.color), colorscale="Viridis", showscale=True,
-                                   colorbar=dict(title=dict(text=data.color_label), x=1.04, xanchor="left")))
+                         line=dict(color=list(data.color), colorscale="Viridis", showscale=True, **scale,
+                                   colorbar=dict(title=dict(text=title), x=1.04, xanchor="left")))
     return _layout(go.Figure(trace), "Every trial across the hyperparameters (colour: its best score)", 460,
                    margin=dict(l=80, r=130, t=100, b=40))
 
 
-def objective_by(groups: list[Group], key: str, metric: str) -> go.Figure:
+def objective_by(groups: list[Group], key: str, metric: str, chance: float | None = None) -> go.Figure:
     """A box per choice and its trials as points; a cross marks a trial ASHA stopped early."""
     fig = go.Figure()
     for i, group in enumerate(groups):
@@ -50,14 +80,15 @@ def objective_by(groups: list[Group], key: str, metric: str) -> go.Figure:
                                      hovertemplate="%{text}<extra></extra>"))
     fig.update_xaxes(tickvals=list(range(len(groups))), ticktext=[g.name for g in groups], title=key)
     fig.update_yaxes(title=f"best {metric}")
-    return _layout(fig, f"Best {metric} by {key}")
+    return _layout(add_chance(fig, chance), f"Best {metric} by {key}")
 
 
 def _hover(point: TrialPoint) -> str:
     return f"trial {point.trial_id}<br>score {point.score:.4g}<br>reached epoch {point.reach}"
 
 
-def progression(data: Progression, metric: str) -> go.Figure:
+def progression(data: Progression, metric: str, chance: float | None = None,
+                band: SeedBand | None = None) -> go.Figure:
     x = list(range(1, len(data.points) + 1))
     fig = go.Figure()
     for stopped, style, label in ((False, _FINISHED, "trial (ran every epoch)"),
@@ -72,10 +103,28 @@ def progression(data: Progression, metric: str) -> go.Figure:
                              hovertemplate="best so far: trial %{text}<extra></extra>"))
     fig.update_xaxes(title="trial (in the order they started)", dtick=1 if len(x) <= 20 else None)
     fig.update_yaxes(title=f"best {metric}")
-    return _layout(fig, f"Best {metric} over trials")
+    return _layout(add_seed_band(add_chance(fig, chance), band), f"Best {metric} over trials")
 
 
-def learning_curves(curves: list[Curve], metric: str) -> go.Figure:
+def best_vs_compute(curves: list[ComputeCurve], metric: str, chance: float | None = None,
+                    band: SeedBand | None = None) -> go.Figure:
+    """The best so far against the epochs spent, a line per phase; a point where a trial ended."""
+    fig = go.Figure()
+    for curve in curves:
+        steps = curve.scored
+        fig.add_trace(go.Scatter(
+            x=[s.epochs for s in steps], y=[s.best.score for s in steps], mode="lines+markers", line_shape="hv",
+            name=curve.name or "best so far", marker=dict(size=5),
+            customdata=[(s.trial_id, s.seconds, s.best.trial_id) for s in steps],
+            hovertemplate="after trial %{customdata[0]}: %{x:.3g} epochs, %{customdata[1]:.4g} trial-seconds<br>"
+                          "best so far: trial %{customdata[2]}, %{y:.4g}<extra>" + (curve.name or "") + "</extra>"))
+    fig.update_xaxes(title="epochs spent (each trial's epochs x its data fraction), cumulative", rangemode="tozero")
+    fig.update_yaxes(title=f"best {metric} so far")
+    return _layout(add_seed_band(add_chance(fig, chance), band), f"Best {metric} against compute spent",
+                   showlegend=len(curves) > 1)
+
+
+def learning_curves(curves: list[Curve], metric: str, chance: float | None = None) -> go.Figure:
     fig = go.Figure()
     for curve in curves:
         # markers too: a trial stopped after one epoch has no line to draw
@@ -92,7 +141,35 @@ def learning_curves(curves: list[Curve], metric: str) -> go.Figure:
                                      hovertemplate=f"trial %{{text}}: {end} at epoch %{{x}}<extra></extra>"))
     fig.update_xaxes(title="epoch", dtick=1 if max(len(c.epochs) for c in curves) <= 20 else None)
     fig.update_yaxes(title=metric)
-    return _layout(fig, f"{metric} per epoch, one line per trial")
+    return _layout(add_chance(fig, chance), f"{metric} per epoch, one line per trial")
+
+
+# ------------------------------------------------------------------------------ optuna.visualization's
+
+def slice_plot(study, params: list[str], metric: str, chance: float | None = None) -> go.Figure:
+    import optuna.visualization as ov
+
+    with quiet_optuna():
+        fig = ov.plot_slice(study, params=params, target_name=f"best {metric}")
+    return _layout(add_chance(fig, chance), f"Best {metric} against each parameter (trials that ran every epoch)",
+                   max(HEIGHT, 380))
+
+
+def contour_plot(study, choice: ContourChoice, metric: str) -> go.Figure:
+    import optuna.visualization as ov
+
+    with quiet_optuna():
+        fig = ov.plot_contour(study, params=[choice.x, choice.y], target_name=f"best {metric}")
+    return _layout(fig, f"Best {metric} over {choice.x} x {choice.y}", 460)
+
+
+def timeline(study) -> go.Figure:
+    import optuna.visualization as ov
+
+    with quiet_optuna():
+        fig = ov.plot_timeline(study)
+    fig.update_yaxes(title="trial (in the order they started)", dtick=1 if len(study.trials) <= 30 else None)
+    return _layout(fig, "When each trial ran, and how it ended", max(HEIGHT, 120 + 22 * len(study.trials)))
 
 
 def importance(report: dict[str, Any]) -> go.Figure:

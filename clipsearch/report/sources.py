@@ -6,6 +6,8 @@
   the driver appends as results arrive. A trial reported again after a resume has the same
   epoch twice: the later report wins, as in the phase's ranking. Ray's own files (ray/) are
   never read: a phase run before clipsearch kept its histories shows no per-epoch curves.
+- optional, the seed spread of the best configurations: results/EXP/confirm/confirm.json, which
+  `clipsearch confirm` writes (read as noise.confirm_entries reads it; absent or unreadable: None).
 - optional, for classification runs: `embeddings.npz` (arrays `embeddings` (n, d), `labels`
   (n,), optionally `class_names`) and `confusion_matrix.json` ({"class_names": [...],
   "matrix": [[...]]}, rows = true class), where a protocol writes them into the phase folder.
@@ -25,10 +27,13 @@ import numpy as np
 
 from ..results import (BEST_JSON, CONFUSION_JSON, EMBEDDINGS_NPZ, HISTORY_DIR, OPTUNA_DB, PHASE_JSON, TRIALS_CSV,
                        read_histories, read_json, read_trials_csv)
-from .data import History, Row
+from .data import History, Row, trial_span
 
 DEFAULT_METRIC = "objective"
 _KEEP = ("epoch", "timestamp", "time_total_s")  # bookkeeping a history keeps besides metrics
+#: `clipsearch confirm`'s output beside the phases (results/EXP/confirm/confirm.json); its names
+#: belong in clipsearch.results.layout once that command lands there
+CONFIRM_DIR, CONFIRM_JSON = "confirm", "confirm.json"
 
 
 @dataclass
@@ -40,9 +45,11 @@ class PhaseData:
     histories: dict[str, History]              # per epoch, from the phase's history/
     histories_from: str                        # where they were read, or why there are none
     order: list[str]                           # trial ids in the order the trials started
+    finished: list[str] = field(default_factory=list)   # ... and in the order they ended
     declared: dict[str, dict[str, Any]] = field(default_factory=dict)   # from optuna.db
     embeddings: dict[str, np.ndarray] | None = None
     confusion: dict[str, Any] | None = None
+    confirm: Any = None                        # confirm.json's content, None when absent or unreadable
     problems: list[str] = field(default_factory=list)   # optional files that could not be read
 
     @property
@@ -65,7 +72,8 @@ def load_phase(phase_dir: Path) -> PhaseData:
     best = _optional_json(phase_dir / BEST_JSON)
     histories, where = phase_histories(phase_dir / HISTORY_DIR)
     data = PhaseData(phase_dir, rows, state, best, histories, where, start_order(histories),
-                     declared_distributions(phase_dir / OPTUNA_DB))
+                     finish_order(histories), declared_distributions(phase_dir / OPTUNA_DB),
+                     confirm=read_confirm(phase_dir))
     _load_extras(data)
     return data
 
@@ -118,10 +126,33 @@ def declared_distributions(path: Path) -> dict[str, dict[str, Any]]:
 
 def start_order(histories: dict[str, History]) -> list[str]:
     """Trial ids by start time: the first report's timestamp less the time it had trained."""
-    def started(trial_id: str) -> float:
-        first = histories[trial_id][0]
-        return float(first.get("timestamp", math.inf)) - float(first.get("time_total_s", 0.0))
-    return sorted(histories, key=lambda t: (started(t), t))
+    return _by_span(histories, 0)
+
+
+def finish_order(histories: dict[str, History]) -> list[str]:
+    """Trial ids by the time of their last report."""
+    return _by_span(histories, 1)
+
+
+def _by_span(histories: dict[str, History], end: int) -> list[str]:
+    def when(trial_id: str) -> float:
+        span = trial_span(histories[trial_id])
+        return math.inf if span is None else span[end]
+    return sorted(histories, key=lambda t: (when(t), t))
+
+
+def confirm_path(phase_dir: Path) -> Path:
+    """results/EXP/confirm/confirm.json for the phase results/EXP/PHASE."""
+    return Path(phase_dir).parent / CONFIRM_DIR / CONFIRM_JSON
+
+
+def read_confirm(phase_dir: Path) -> Any:
+    """confirm.json's content, or None: the file is another command's, and a report without it
+    simply draws no seed band."""
+    try:
+        return json.loads(confirm_path(phase_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _load_extras(data: PhaseData) -> None:

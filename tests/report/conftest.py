@@ -8,7 +8,13 @@
     t5     sgd       clip    3e-4   3e-2   0.9      0.5, 1, 1.5, 2        ran all 4 epochs
     t6     sgd       sogclr  1e-3   1e-2   0.95     0.1                   errored in epoch 2
 
-Started in the order t3, t4, t2, t1, t5, t6. Ranked (reach, then score): t1, t2, t5, t4, t3.
+Started in the order t3, t4, t2, t1, t5, t6 (one every 100 s, 10 s an epoch), each ending before
+the next starts. Ranked (reach, then score): t1, t2, t5, t4, t3.
+
+Compute: each trial took 10 s an epoch plus 5 s (trials.csv seconds), 2 s of training and 0.5 s of
+evaluation an epoch (history/): 16 trial-epochs, 190 trial-seconds, 32 s training, 8 s evaluation.
+The hand_phase fixture's phase.json: data.fraction 0.5 (8 epochs over all pairs), 0.5 GPU per
+trial (95 GPU-seconds). The evaluator's chance level of the objective: CHANCE, every epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ CONFIGS = {
 }
 STARTED = ["t3", "t4", "t2", "t1", "t5", "t6"]
 RANKS = {"t1": 1, "t2": 2, "t5": 3, "t4": 4, "t3": 5, "t6": None}
+CHANCE = 0.8
+HAND_STATE = {"constants": {"data.fraction": 0.5, "seed": 0}, "resources": {"cpu": 1.0, "gpu": 0.5}}
 
 
 def csv_row(trial_id: str, values: list[float], config: dict, rank: int | None, errored: bool = False,
@@ -40,7 +48,7 @@ def csv_row(trial_id: str, values: list[float], config: dict, rank: int | None, 
     """A trials.csv row as clipsearch.results.trial_rows writes it."""
     best = max(range(len(values)), key=lambda i: values[i])
     return {"trial_id": trial_id, "status": "ERROR" if errored else "TERMINATED", "rank": rank,
-            "epochs": len(values), "seconds": 1.0, "num_failures": 0,
+            "epochs": len(values), "seconds": 10.0 * len(values) + 5.0, "num_failures": 0,
             "stopped_early": not errored and len(values) < epochs,
             **{f"config/{k}": v for k, v in {**config, "seed": 0}.items()},
             "objective": values[-1], "best_epoch": best + 1, "best_objective": values[best],
@@ -87,7 +95,8 @@ def write_phase(phase_dir: Path, curves: dict[str, list[float]], configs: dict[s
 def _write_history(folder: Path, trial_id: str, values: list[float], started: float) -> None:
     """A trial's epochs as Tune hands them to the driver's TrialHistory: metrics and Tune's bookkeeping."""
     for e, v in enumerate(values):
-        append_history(folder, trial_id, {"epoch": e + 1, "objective": v, "trial_id": trial_id,
+        append_history(folder, trial_id, {"epoch": e + 1, "objective": v, "chance_objective": CHANCE,
+                                          "train_seconds": 2.0, "eval_seconds": 0.5, "trial_id": trial_id,
                                           "time_total_s": 10.0 * (e + 1), "timestamp": started + 10.0 * (e + 1),
                                           "done": False, "hostname": "vm"})
 
@@ -95,4 +104,5 @@ def _write_history(folder: Path, trial_id: str, values: list[float], started: fl
 @pytest.fixture
 def hand_phase(tmp_path) -> Path:
     """results/exp/phase1 holding the hand-made table."""
-    return write_phase(tmp_path / "exp" / "phase1", CURVES, CONFIGS, RANKS, errored={"t6"}, started=STARTED)
+    return write_phase(tmp_path / "exp" / "phase1", CURVES, CONFIGS, RANKS, errored={"t6"}, started=STARTED,
+                       state=HAND_STATE)

@@ -33,6 +33,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--enable-unsafe-swiftshader", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000"]
 
 
+PHASE1_FIGURES = ("parallel_coordinates", "importance", "optimizer_vs_loss", "objective_by_optimizer",
+                  "objective_by_loss", "progression", "best_vs_compute", "learning_curves", "slice", "contour",
+                  "timeline", "tsne", "confusion_matrix")
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
     exp = tmp_path_factory.mktemp("results") / "exp"
@@ -90,11 +95,11 @@ def test_every_figure_renders_without_a_javascript_error(experiment, tmp_path):
     assert errors == []
     parser = PlotDivs()
     parser.feed(dom)
-    expected = {f"fig-phase1-{name}" for name in (
-        "parallel_coordinates", "importance", "optimizer_vs_loss", "objective_by_optimizer", "objective_by_loss",
-        "progression", "learning_curves", "tsne", "confusion_matrix")}
+    expected = {f"fig-phase1-{name}" for name in PHASE1_FIGURES}
+    # the sweep's trials stopped after one epoch of four: no complete trial for slice and contour
     expected |= {f"fig-sweep-{name}" for name in ("parallel_coordinates", "importance", "progression",
-                                                  "learning_curves", "lr_wd_grid")}
+                                                  "best_vs_compute", "learning_curves", "timeline", "lr_wd_grid")}
+    expected.add("fig-experiment-best_vs_compute")
     assert set(parser.rendered) == expected
     assert [div for div, drawn in parser.rendered.items() if not drawn] == []
 
@@ -102,16 +107,15 @@ def test_every_figure_renders_without_a_javascript_error(experiment, tmp_path):
 def test_the_phase_page_holds_its_own_figures(experiment):
     # the same panels as the experiment page's section, which Chromium opened above
     text = (experiment / "phase1" / "report.html").read_text(encoding="utf-8")
-    assert len(re.findall(r'<div id="fig-phase1-[a-z_]+" class="plotly-graph-div"', text)) == 9
+    assert len(re.findall(r'<div id="fig-phase1-[a-z_]+" class="plotly-graph-div"', text)) == len(PHASE1_FIGURES)
     assert text.count("plotly.js v") == 1
 
 
 def test_pngs_are_small_pictures_of_every_figure(experiment):
     pngs = sorted(p.name for p in (experiment / "phase1" / PNG_DIR).glob("*.png"))
-    assert pngs == sorted(f"{n}.png" for n in (
-        "parallel_coordinates", "importance", "optimizer_vs_loss", "objective_by_optimizer", "objective_by_loss",
-        "progression", "learning_curves", "tsne", "confusion_matrix"))
+    assert pngs == sorted(f"{n}.png" for n in PHASE1_FIGURES)
     for png in (experiment / "phase1" / PNG_DIR).glob("*.png"):
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 2_000 < len(data) < 300_000
     assert (experiment / "sweep" / PNG_DIR / "lr_wd_grid.png").is_file()
+    assert (experiment / PNG_DIR / "best_vs_compute.png").is_file()  # the experiment's own figure

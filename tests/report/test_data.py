@@ -132,6 +132,22 @@ def test_parallel_coordinates_axes_categories_log_and_missing():
     assert data.color == data.axes[-1].values == (4, 3.5, 5, 1.5, 2)
 
 
+def test_with_a_chance_level_the_score_axis_reaches_down_to_it():
+    rows = hand_rows()
+    kinds, _ = D.param_kinds(r["config"] for r in rows)
+    assert D.parallel_coordinates(rows, kinds, "objective").axes[-1].range is None
+    data = D.parallel_coordinates(rows, kinds, "objective", chance=0.8)
+    assert (data.axes[-1].range, data.chance) == ((0.8, 5), 0.8)
+    # a score below chance keeps its place: the axis spans both
+    assert D.parallel_coordinates(rows, kinds, "objective", chance=2.0).axes[-1].range == (1.5, 5)
+
+
+def test_a_trials_span_runs_from_its_first_reports_start_to_its_last_report():
+    history = [{"epoch": 1, "timestamp": 1010.0, "time_total_s": 10.0}, {"epoch": 2, "timestamp": 1030.0}]
+    assert D.trial_span(history) == (1000.0, 1030.0)
+    assert D.trial_span([{"epoch": 1, "objective": 1.0}]) is None
+
+
 def test_learning_curves_mark_how_each_trial_ended():
     curves = D.learning_curves(hand_histories(), hand_rows(), "objective")
     ends = {c.trial_id: (c.epochs, c.end) for c in curves}

@@ -13,7 +13,7 @@ from clipsearch.report.sources import declared_distributions as read_declared
 from clipsearch.report.sources import load_phase, phase_histories
 from clipsearch.results import append_history
 
-from .conftest import CONFIGS, CURVES, STARTED, write_phase
+from .conftest import CHANCE, CONFIGS, CURVES, RANKS, STARTED, write_phase
 
 
 def no_png(monkeypatch):
@@ -39,7 +39,8 @@ def test_phase_report_has_every_figure_of_the_seed_report(hand_phase):
     report = build_phase(load_phase(hand_phase))
     drawn = {p.name for p in report.panels if p.figure is not None}
     assert drawn == {"parallel_coordinates", "importance", "optimizer_vs_loss", "objective_by_optimizer",
-                     "objective_by_loss", "progression", "learning_curves"}
+                     "objective_by_loss", "progression", "best_vs_compute", "learning_curves", "slice", "contour",
+                     "timeline"}
     assert report.data.order == STARTED
 
 
@@ -181,3 +182,132 @@ def test_distributions_are_read_from_the_phases_optuna_study(tmp_path):
     assert found == {"optimizer.lr": {"name": "FloatDistribution",
                                       "attributes": {"step": None, "low": 1e-4, "high": 1e-2, "log": True}}}
     assert read_declared(tmp_path / "missing.db") == {}
+
+
+# ------------------------------------------------------------------------------ compute, noise, Optuna's plots
+
+def panels(phase) -> dict:
+    return {p.name: p for p in build_phase(load_phase(phase)).panels}
+
+
+def chance_lines(figure) -> list[float]:
+    """The heights of the horizontal lines labelled "chance" (on every subplot)."""
+    lines = [s.y0 for s in figure.layout.shapes if s.type == "line" and s.y0 == s.y1]
+    labels = [a.text for a in figure.layout.annotations if a.text == "chance"]
+    return lines if len(labels) == len(lines) else []
+
+
+def seed_bands(figure) -> list[tuple[float, float]]:
+    return [(s.y0, s.y1) for s in figure.layout.shapes if s.type == "rect"]
+
+
+def test_the_compute_table_heads_the_phase_with_its_numbers(hand_phase, monkeypatch):
+    no_png(monkeypatch)
+    text = write_phase_report(hand_phase).read_text(encoding="utf-8")
+    table = text[text.index("<h3>Compute spent</h3>"):text.index("<h3>Noise floor</h3>")]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", table)
+    rows = {cells[i]: cells[i + 1] for i in range(0, len(cells), 3)}
+    assert rows == {"epochs over all pairs": "8", "trial-epochs": "16", "trial-seconds": "190",
+                    "of which training / evaluation": "32 / 8", "GPU-seconds": "95"}
+    assert text.index("<h3>Compute spent</h3>") < text.index('id="fig-phase1-parallel_coordinates"')
+
+
+def test_on_cpu_the_gpu_seconds_are_zero_and_the_page_says_why(tmp_path, monkeypatch):
+    no_png(monkeypatch)
+    phase = write_phase(tmp_path / "exp" / "phase1", CURVES, CONFIGS, RANKS, errored={"t6"},
+                        state={"resources": {"cpu": 2.0, "gpu": 0.0}})
+    text = write_phase_report(phase).read_text(encoding="utf-8")
+    assert "<td class=text>GPU-seconds</td><td>0</td><td class=text>none: the trials ran on CPU" in text
+    assert "<td class=text>epochs over all pairs</td><td>16</td>" in text  # no data.fraction: whole epochs
+
+
+def test_the_chance_line_is_on_every_figure_of_the_objective(hand_phase):
+    drawn = panels(hand_phase)
+    for name in ("progression", "best_vs_compute", "learning_curves", "objective_by_optimizer", "objective_by_loss"):
+        assert chance_lines(drawn[name].figure) == [CHANCE], name
+    assert set(chance_lines(drawn["slice"].figure)) == {CHANCE}  # one line per parameter's subplot
+    parallel = drawn["parallel_coordinates"].figure.data[0]
+    assert (parallel.line.cmin, parallel.line.cmax) == (CHANCE, 5)  # the scores: 1.5 to 5
+    assert "chance 0.8" in parallel.line.colorbar.title.text
+    assert chance_lines(drawn["contour"].figure) == [] and chance_lines(drawn["timeline"].figure) == []
+
+
+def test_without_a_chance_level_no_line_is_drawn_and_the_page_says_so(tmp_path, monkeypatch):
+    no_png(monkeypatch)
+    phase = write_phase(tmp_path / "exp" / "phase1", CURVES, CONFIGS, RANKS, errored={"t6"}, history=False)
+    drawn = panels(phase)
+    assert chance_lines(drawn["progression"].figure) == []
+    assert drawn["parallel_coordinates"].figure.data[0].line.cmin is None
+    assert "not known: the trials reported no chance_objective" in write_phase_report(phase).read_text()
+
+
+def write_confirm(exp, content) -> None:
+    (exp / "confirm").mkdir(exist_ok=True)
+    (exp / "confirm" / "confirm.json").write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+def test_a_confirm_json_gives_the_best_a_band_of_its_seeds_spread(hand_phase, monkeypatch):
+    no_png(monkeypatch)
+    write_confirm(hand_phase.parent, [{"config": {**CONFIGS["t1"], "seed": 9}, "objectives": [3.6, 4.0, 4.4],
+                                       "mean": 4.0, "ci95": [3.0, 5.0]}])
+    drawn = panels(hand_phase)
+    for name in ("progression", "best_vs_compute"):
+        assert seed_bands(drawn[name].figure) == [pytest.approx((3.6, 4.4))], name
+    text = write_phase_report(hand_phase).read_text(encoding="utf-8")
+    assert "over 3 seeds: mean 4 ± std 0.4, 95% CI [3, 5]; its one-seed score here 4" in text
+    assert "two scores closer than the seeds&#x27; std (the band&#x27;s half-width) are not told apart" in text
+
+
+@pytest.mark.parametrize("content", [None, "{not json", {"unexpected": "shape"}, [{"config": "t1"}]])
+def test_without_a_usable_confirm_json_there_is_no_band_and_no_error(hand_phase, monkeypatch, content):
+    no_png(monkeypatch)
+    if content is not None:
+        write_confirm(hand_phase.parent, content)
+    drawn = panels(hand_phase)
+    assert seed_bands(drawn["progression"].figure) == [] and seed_bands(drawn["best_vs_compute"].figure) == []
+    text = write_phase_report(hand_phase).read_text(encoding="utf-8")
+    assert f"not known: {hand_phase.parent / 'confirm' / 'confirm.json'} holds no seed reruns" in text
+
+
+def test_a_confirm_of_other_configurations_draws_no_band_and_says_so(hand_phase, monkeypatch):
+    no_png(monkeypatch)
+    write_confirm(hand_phase.parent, [{"config": CONFIGS["t2"], "objectives": [3, 3.5], "mean": 3.25,
+                                       "ci95": [0.1, 6.4]}])
+    assert seed_bands(panels(hand_phase)["best_vs_compute"].figure) == []
+    assert ("not known for this phase: none of confirm.json&#x27;s 1 configurations is this phase&#x27;s best "
+            "trial&#x27;s (t1)") in write_phase_report(hand_phase).read_text(encoding="utf-8")
+
+
+def test_slice_contour_and_timeline_are_drawn_from_the_phases_trials(hand_phase):
+    drawn = panels(hand_phase)
+    assert drawn["contour"].title == "Contour plot: optimizer.lr x optimizer.weight_decay"
+    assert [t.name for t in drawn["timeline"].figure.data] == ["COMPLETE", "FAIL", "PRUNED"]
+    assert sum(len(t.y) for t in drawn["timeline"].figure.data) == 6
+    # the slice plots t1, t2 and t5, the trials that ran every epoch: 3 points per parameter
+    points = [t for t in drawn["slice"].figure.data if t.mode == "markers"]
+    assert len(points) == 4 and all(len(t.y) == 3 for t in points)
+
+
+def test_slice_contour_and_timeline_become_notes_when_the_phase_cannot_show_them(tmp_path):
+    one_complete = {t: CURVES[t] for t in ("t1", "t3", "t4")}  # t3, t4 stopped early
+    drawn = panels(write_phase(tmp_path / "a" / "phase1", one_complete, CONFIGS, {"t1": 1, "t4": 2, "t3": 3},
+                               history=False))
+    assert drawn["slice"].figure is None and "1 trial(s) ran every epoch; the slice plot needs 2" in drawn["slice"].note
+    assert drawn["contour"].figure is None and "the contour plot needs 2" in drawn["contour"].note
+    assert drawn["timeline"].note == "Not shown: no trial has a start time (no per-epoch records in history/)."
+    one_numeric = {t: {"optimizer.name": c["optimizer.name"], "optimizer.lr": c["optimizer.lr"]}
+                   for t, c in CONFIGS.items()}
+    drawn = panels(write_phase(tmp_path / "b" / "phase1", CURVES, one_numeric, RANKS, errored={"t6"}))
+    assert "1 numeric parameter(s) take two values or more" in drawn["contour"].note
+    assert drawn["slice"].figure is not None and drawn["timeline"].figure is not None
+
+
+def test_the_experiment_page_draws_every_phases_best_against_the_experiments_compute(hand_phase, monkeypatch):
+    no_png(monkeypatch)
+    exp = hand_phase.parent
+    write_phase(exp / "phase2", {"g1": [2.0, 4.5], "g2": [1.0, 2.0]}, {"g1": {"optimizer.lr": 1e-3},
+                                                                    "g2": {"optimizer.lr": 1e-4}}, {"g1": 1, "g2": 2})
+    text = report_command(exp).read_text(encoding="utf-8")
+    assert 'id="fig-experiment-best_vs_compute"' in text
+    assert text.index('id="fig-experiment-best_vs_compute"') < text.index('<h2 id="phase1">')
+    assert "<th>epochs spent</th><th>trial-seconds</th>" in text
