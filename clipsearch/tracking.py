@@ -10,14 +10,27 @@ was killed keeps its parent run and each trial's child run:
 Every run ends FINISHED, FAILED or KILLED. A driver killed mid-phase leaves its runs RUNNING;
 `close_running` marks them KILLED when the phase is resumed (the child runs of trials that go
 on are reopened by `trial_run` when those trials start again).
+
+Every new run carries the code's version as tags (clipsearch.provenance.code_version:
+mlflow.source.git.commit from a git checkout, clipsearch.version, torch.version, ray.version)
+and, where given, its data sets as dataset inputs (`log_datasets`: an mlflow.data MetaDataset
+per source, its context in the input tag mlflow.data.context). What is logged beside the runs
+(dataset inputs, a model) never stops a phase: a store that refuses it gets one line on stderr
+saying what was not logged (`not_logged`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
+
+from .provenance import DataSource, code_version
+
+#: the data sets a run reads, asked for only when the run is new (a reopened run has them)
+Sources = Callable[[], list[DataSource]]
 
 PHASE_TAG, EXPERIMENT_TAG, TRIAL_TAG = "clipsearch.phase", "clipsearch.experiment", "clipsearch.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -63,17 +76,21 @@ def _tag(keyword: str) -> str:
 
 
 def phase_run(mlflow_client, exp_id: str, experiment: str, phase: str, params: dict[str, Any],
-              run_id: str | None = None) -> str:
+              run_id: str | None = None, datasets: Sources | None = None) -> str:
     """The phase's parent run: `run_id` reopened (a resumed phase), or a new one."""
     if run_id is not None:
         mlflow_client.update_run(run_id, status="RUNNING")
         return run_id
-    run = mlflow_client.create_run(exp_id, run_name=phase, tags={PHASE_TAG: phase, EXPERIMENT_TAG: experiment})
+    run = mlflow_client.create_run(exp_id, run_name=phase,
+                                   tags={PHASE_TAG: phase, EXPERIMENT_TAG: experiment, **code_version()})
     log_params(mlflow_client, run.info.run_id, params)
+    if datasets is not None:
+        log_datasets(mlflow_client, run.info.run_id, datasets)
     return run.info.run_id
 
 
-def trial_run(mlflow_client, exp_id: str, parent_id: str, trial_id: str, params: dict[str, Any]) -> str:
+def trial_run(mlflow_client, exp_id: str, parent_id: str, trial_id: str, params: dict[str, Any],
+              datasets: Sources | None = None) -> str:
     """A trial's child run: found by its tags and reopened (a retried or resumed trial), or new."""
     found = find_runs(mlflow_client, exp_id, parent=parent_id, trial=trial_id)
     if found:
@@ -81,9 +98,53 @@ def trial_run(mlflow_client, exp_id: str, parent_id: str, trial_id: str, params:
         if found[0].info.status != "RUNNING":
             mlflow_client.update_run(run_id, status="RUNNING")
         return run_id
-    run = mlflow_client.create_run(exp_id, run_name=trial_id, tags={PARENT_TAG: parent_id, TRIAL_TAG: trial_id})
+    run = mlflow_client.create_run(exp_id, run_name=trial_id,
+                                   tags={PARENT_TAG: parent_id, TRIAL_TAG: trial_id, **code_version()})
     log_params(mlflow_client, run.info.run_id, params)
+    if datasets is not None:
+        log_datasets(mlflow_client, run.info.run_id, datasets)
     return run.info.run_id
+
+
+def log_datasets(mlflow_client, run_id: str, sources: Sources) -> None:
+    """Each data set as a dataset input of the run (what `mlflow.log_input` records), or one
+    line saying they were not logged."""
+    try:
+        inputs = [dataset_input(source) for source in sources()]
+        if inputs:
+            mlflow_client.log_inputs(run_id, datasets=inputs)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping beside the run must not stop it
+        not_logged(f"the dataset inputs of run {run_id}", exc)
+
+
+def dataset_input(source: DataSource):
+    """An mlflow.data MetaDataset of the source (no data read: its name, where it is, its
+    digest), with what the run does with it in the input tag mlflow.data.context."""
+    import warnings
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    if source.embedded:
+        origin = CodeDatasetSource({"module": "clipsearch.data.embedded", "set": source.name})
+    else:
+        with warnings.catch_warnings():  # a local path resolves to LocalArtifactDatasetSource either way
+            warnings.simplefilter("ignore")
+            origin = resolve_dataset_source(source.uri)
+    dataset = MetaDataset(origin, name=source.name, digest=source.digest)
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, source.context), InputTag("clipsearch.digest_of", source.digest_of)]
+    if source.share != 1:
+        tags.append(InputTag("clipsearch.data.fraction", str(source.share)))
+    return DatasetInput(dataset._to_mlflow_entity(), tags)
+
+
+def not_logged(what: str, exc: BaseException) -> None:
+    """One line on stderr: what the tracking store did not get, and why."""
+    reason = " ".join(str(exc).split())[:300]
+    print(f"clipsearch: MLflow: {what} not logged ({type(exc).__name__}: {reason})", file=sys.stderr, flush=True)
 
 
 def log_params(mlflow_client, run_id: str, params: dict[str, Any]) -> None:

@@ -24,17 +24,33 @@ _SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch", 
 
 
 class MLflowTrialRuns(Callback):
-    """Params (the trial's flat config) at the start, metrics per epoch, FINISHED / FAILED at
-    the end; a trial retried after a failure keeps its run."""
+    """Params (the trial's flat config), the code's version and the trial's data sets at the
+    start, metrics per epoch, FINISHED / FAILED at the end; a trial retried after a failure keeps
+    its run. `base` (the phase's Base as phase.json holds it) resolves a trial's config into the
+    data sets it reads; without it no dataset input is logged."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: dict | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.base = base
         self._client = None
         self._runs: dict[str, str] = {}
+        self._down = False
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks with the experiment; a client and the run map are rebuilt
-        return {**self.__dict__, "_client": None, "_runs": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_down": False}
+
+    def _log(self, what: str, action) -> None:
+        """`action()`, unless the store failed before: a store that is down must not stop the
+        trials, nor hold up Tune's loop with a client's retries at every epoch. The first
+        failure is one line; the phase's trial runs are not logged from then on."""
+        if getattr(self, "_down", False):
+            return
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - MLflow's, the network's, the database's
+            self._down = True
+            tracking.not_logged(f"{what}, and the phase's trial runs from then on", exc)
 
     @property
     def client(self):
@@ -44,23 +60,40 @@ class MLflowTrialRuns(Callback):
 
     def _run(self, trial) -> str:
         if trial.trial_id not in self._runs:
+            values = flatten(trial.config)
             self._runs[trial.trial_id] = tracking.trial_run(
-                self.client, self.experiment_id, self.parent_run_id, trial.trial_id, flatten(trial.config))
+                self.client, self.experiment_id, self.parent_run_id, trial.trial_id, values,
+                datasets=lambda: trial_datasets(getattr(self, "base", None), values))
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        run_id = self._run(trial)
-        self.client.update_run(run_id, status="RUNNING")  # a retried trial's run is open again
+        def open_run():
+            run_id = self._run(trial)
+            self.client.update_run(run_id, status="RUNNING")  # a retried trial's run is open again
+
+        self._log(f"trial {trial.trial_id}'s run", open_run)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: v for k, v in result.items() if k not in _SKIP}
-        tracking.log_metrics(self.client, self._run(trial), metrics, step=int(result["epoch"]))
+        self._log(f"trial {trial.trial_id}'s epoch {result.get('epoch')}",
+                  lambda: tracking.log_metrics(self.client, self._run(trial), metrics, step=int(result["epoch"])))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        tracking.end_run(self.client, self._run(trial), "FINISHED")
+        self._log(f"trial {trial.trial_id}'s end", lambda: tracking.end_run(self.client, self._run(trial), "FINISHED"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        tracking.end_run(self.client, self._run(trial), "FAILED")
+        self._log(f"trial {trial.trial_id}'s end", lambda: tracking.end_run(self.client, self._run(trial), "FAILED"))
+
+
+def trial_datasets(base: dict | None, values: dict) -> list:
+    """The data sets of a trial whose flat config is `values` over the phase's base (none
+    without a base: a callback pickled by a phase from before the base was handed to it)."""
+    if base is None:
+        return []
+    from ..provenance import data_sources
+    from .space import Base
+
+    return data_sources(Base.from_json(base).config(values, "trial config"))
 
 
 class ProgressLines(Callback):

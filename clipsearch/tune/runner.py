@@ -74,7 +74,7 @@ def execute(plan: Plan) -> Outcome:
     client = tracking.client(state["tracking_uri"])
     exp_id = tracking.experiment_id(client, state["tracking_uri"], state["experiment"])
     parent = tracking.phase_run(client, exp_id, state["experiment"], plan.phase, _parent_params(state),
-                                run_id=state.get("parent_run_id"))
+                                run_id=state.get("parent_run_id"), datasets=lambda: _phase_datasets(state))
     if plan.resume:
         closed = tracking.close_running(client, exp_id, parent)
         print(f"{plan.phase}: resuming; {closed} MLflow trial run(s) of the interrupted driver closed as KILLED",
@@ -93,11 +93,20 @@ def execute(plan: Plan) -> Outcome:
         status = "KILLED"
         raise
     finally:
-        tracking.close_running(client, exp_id, parent)  # trials cut off by an interruption
-        tracking.end_run(client, parent, status)
+        _end_phase_run(client, exp_id, parent, status)
     if outcome.best is None:
         raise RunFailed(f"{plan.phase}: all {outcome.trials} trials errored; see {plan.phase_dir / TRIALS_CSV}")
     return outcome
+
+
+def _end_phase_run(client, exp_id: str, parent: str, status: str) -> None:
+    """The parent run ends `status`, with the trial runs an interruption cut off; a store that
+    cannot be reached by now costs one line: the phase's files are written."""
+    try:
+        tracking.close_running(client, exp_id, parent)
+        tracking.end_run(client, parent, status)
+    except Exception as exc:  # noqa: BLE001 - raised from `finally`, it would hide the phase's outcome
+        tracking.not_logged(f"the end of run {parent} ({status})", exc)
 
 
 def _parent_params(state: dict) -> dict[str, Any]:
@@ -105,6 +114,14 @@ def _parent_params(state: dict) -> dict[str, Any]:
     return {**{k: state[k] for k in keep}, "base": state["base"]["name"],
             **{f"sampler.{k}": v for k, v in state.get("sampler", {}).items()},
             **{f"const.{k}": v for k, v in state["constants"].items()}}
+
+
+def _phase_datasets(state: dict) -> list:
+    """The data sets the phase's trials share: those of its constants over the base."""
+    from ..provenance import data_sources
+
+    shared = {**state.get("carried", {}), **(state.get("grid") or {}).get("carried", {}), **state["constants"]}
+    return data_sources(Base.from_json(state["base"]).config(shared, "phase.json"))
 
 
 def _announce(plan: Plan, state: dict) -> None:
@@ -205,7 +222,8 @@ def _run_config(state: dict, phase_dir: Path):
         # Tune keeps every checkpoint; DropSnapshotOlderCheckpoints deletes those the experiment
         # snapshot no longer names (Tune's num_to_keep=1 deleted the one it still named: see there)
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"]),
+        callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"],
+                                   state["base"]),
                    ProgressLines(state["phase"], state["metric"], _epochs(state), _trial_count(state)), PruneFinished(),
                    DropSnapshotOlderCheckpoints(), TrialHistory(phase_dir / HISTORY_DIR)],
     )
@@ -326,7 +344,15 @@ def _error_line(trial) -> str:
 
 
 def _log_phase(client, parent: str, plan: Plan, best: dict | None, trials: int) -> None:
-    """trials.csv, best.json and the best trial's best/model.pt as artifacts of the parent run."""
+    """trials.csv, best.json and the best trial's best/model.pt as artifacts of the parent run;
+    a store that refuses them costs one line, not the phase (its files are written by now)."""
+    try:
+        _log_phase_files(client, parent, plan, best, trials)
+    except Exception as exc:  # noqa: BLE001 - MLflow down at the end: the phase's results stand
+        tracking.not_logged(f"{plan.phase}'s trials.csv, best.json, best/model.pt and best_score (run {parent})", exc)
+
+
+def _log_phase_files(client, parent: str, plan: Plan, best: dict | None, trials: int) -> None:
     client.log_artifact(parent, str(plan.phase_dir / TRIALS_CSV))
     if best is None:
         return

@@ -24,3 +24,79 @@ def test_a_resumed_phase_keeps_its_runs_and_closes_what_the_dead_driver_left(tmp
     assert run.data.params == {"optimizer.lr": "0.001"} and run.data.metrics == {"objective": 3.5}
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["clipsearch.trial_id"] == "t1"
     assert client.get_experiment(exp).artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
+
+
+def test_a_new_run_carries_the_code_version_and_its_data_sets(tmp_path):
+    from clipsearch.config import load_config
+    from clipsearch.provenance import GIT_COMMIT_TAG, code_version, data_sources
+
+    uri = tracking.default_tracking_uri(tmp_path)
+    client = tracking.client(uri)
+    exp = tracking.experiment_id(client, uri, "exp")
+    sources = data_sources(load_config(None, ["data.fraction=0.1"], quick=True))
+    parent = tracking.phase_run(client, exp, "exp", "phase1", {}, datasets=lambda: sources)
+    child = tracking.trial_run(client, exp, parent, "t1", {}, datasets=lambda: sources)
+    for run_id in (parent, child):
+        run = client.get_run(run_id)
+        assert {k: run.data.tags[k] for k in code_version()} == code_version()
+        assert {"clipsearch.version", "torch.version", "ray.version"} <= set(run.data.tags)
+        inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {s.name for s in sources}
+        training = inputs["embedded:mnist5000-captions"]
+        assert training.dataset.digest == sources[0].digest and training.dataset.source_type == "code"
+        tags = {t.key: t.value for t in training.tags}
+        assert tags["mlflow.data.context"] == "training" and tags["clipsearch.data.fraction"] == "0.1"
+    assert (GIT_COMMIT_TAG in code_version()) == (tracking.code_version().get(GIT_COMMIT_TAG) is not None)
+
+
+def test_a_reopened_run_logs_no_second_set_of_inputs(tmp_path):
+    uri = tracking.default_tracking_uri(tmp_path)
+    client = tracking.client(uri)
+    exp = tracking.experiment_id(client, uri, "exp")
+    parent = tracking.phase_run(client, exp, "exp", "phase1", {})
+    first = tracking.trial_run(client, exp, parent, "t1", {}, datasets=lambda: [])
+
+    def never():
+        raise AssertionError("a reopened run asks for no data sets")
+
+    assert tracking.trial_run(client, exp, parent, "t1", {}, datasets=never) == first
+
+
+def test_data_sets_the_store_refuses_cost_one_line_and_no_error(tmp_path, capsys):
+    class Down:
+        def log_inputs(self, run_id, datasets):
+            raise ConnectionError("tracking server at http://mlflow:5000 is down")
+
+    from clipsearch.config import load_config
+    from clipsearch.provenance import data_sources
+
+    sources = data_sources(load_config(None, [], quick=True))
+    tracking.log_datasets(Down(), "r1", lambda: sources)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "the dataset inputs of run r1 not logged" in lines[0] and "is down" in lines[0]
+
+
+def test_a_trial_callback_whose_store_goes_down_says_so_once_and_stops_logging(capsys):
+    from types import SimpleNamespace
+
+    from clipsearch.tune.callbacks import MLflowTrialRuns
+
+    calls = []
+
+    class Down:  # every call of the client fails, as with a server that does not answer
+        def __getattr__(self, name):
+            def call(*args, **kwargs):
+                calls.append(name)
+                raise ConnectionError("connection refused")
+
+            return call
+
+    callback = MLflowTrialRuns("http://127.0.0.1:9", "1", "parent")
+    callback._client = Down()
+    trial = SimpleNamespace(trial_id="t1", config={"optimizer": {"lr": 0.01}})
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"epoch": 1, "objective": 3.0})
+    callback.on_trial_complete(0, [], trial)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(calls) == 1 and len(lines) == 1  # no retries at every epoch once it failed
+    assert "trial t1's run, and the phase's trial runs from then on not logged" in lines[0]
