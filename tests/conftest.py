@@ -1,5 +1,29 @@
+import contextlib
 import os
+import resource
+import signal
+
+import pytest
 
 # Tests never reach a model hub: a miss must fail at once, not retry for ~46 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit_bytes):
+    """Writes past `limit_bytes` fail with EFBIG for the duration (what a full disk does with ENOSPC)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.fixture
+def file_size_limit():
+    """`with file_size_limit(n):` a disk that takes only n bytes more a file (the full-disk tests)."""
+    return _file_size_limit

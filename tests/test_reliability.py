@@ -8,11 +8,8 @@ Each test is a case of `clipsearch bench reliability`'s census, filed under the 
 census marker names (clipsearch.bench.census).
 """
 
-import contextlib
 import errno
 import os
-import resource
-import signal
 
 import pytest
 import torch
@@ -35,19 +32,6 @@ def save_epoch(directory, epoch):
     model, generator = torch.nn.Linear(4, 2), torch.Generator().manual_seed(epoch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     save_checkpoint(directory, model, torch.nn.Identity(), optimizer, Schedule(), generator, RunState(epoch=epoch))
-
-
-@contextlib.contextmanager
-def file_size_limit(limit_bytes):
-    """Writes past `limit_bytes` fail with EFBIG for the duration (what a full disk does with ENOSPC)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 @pytest.mark.census("trial faults")
@@ -95,7 +79,7 @@ def test_a_checkpoint_holding_code_is_refused_not_run(tmp_path):
 
 
 @pytest.mark.census("disk full")
-def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path):
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, file_size_limit):
     save_epoch(tmp_path, 1)
     before = sorted(p.name for p in tmp_path.iterdir())
     with file_size_limit(64 * 1024), pytest.raises(OSError) as caught:
@@ -106,7 +90,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path):
 
 
 @pytest.mark.census("disk full")
-def test_a_full_disk_while_writing_results_keeps_the_earlier_file(tmp_path):
+def test_a_full_disk_while_writing_results_keeps_the_earlier_file(tmp_path, file_size_limit):
     target = tmp_path / "trials.csv"
     atomic_write_text(target, "trial_id,status\na,TERMINATED\n")
     with file_size_limit(64 * 1024), pytest.raises(OSError) as caught:

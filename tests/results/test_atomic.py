@@ -1,10 +1,7 @@
 """The one atomic write: a reader sees the old file or the new one, never half of either; a
 failed write (a full disk) keeps the old file, leaves no temporary file and names the target."""
 
-import contextlib
 import errno
-import resource
-import signal
 
 import numpy as np
 import pytest
@@ -12,19 +9,6 @@ import pytest
 from clipsearch.results import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
 
 OLD = "trial_id,status\na,TERMINATED\n"
-
-
-@contextlib.contextmanager
-def file_size_limit(limit_bytes):
-    """Writes past `limit_bytes` fail with EFBIG for the duration (what a full disk does with ENOSPC)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 def torch_save(obj):
@@ -48,7 +32,7 @@ WRITES = {
 
 
 @pytest.mark.parametrize("how", list(WRITES))
-def test_a_full_disk_keeps_the_earlier_file_and_names_the_target(tmp_path, how):
+def test_a_full_disk_keeps_the_earlier_file_and_names_the_target(tmp_path, how, file_size_limit):
     target = tmp_path / "trials.csv"
     atomic_write_text(target, OLD)
     with file_size_limit(64 * 1024), pytest.raises(OSError) as caught:
