@@ -83,7 +83,13 @@ def build_run(cfg: Config, resume_from: str | Path | None = None) -> Run:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    setup = task_for(cfg).setup(cfg, device)
+    return run_from_setup(cfg, task_for(cfg).setup(cfg, device), device, resume_from)
+
+
+def run_from_setup(cfg: Config, setup: Setup, device: torch.device, resume_from: str | Path | None = None) -> Run:
+    """A Run around a Setup built elsewhere (build_run builds the task's; `clipsearch bench gpu`
+    builds seed 001's model from its architectures alone): the optimizer, schedule, data RNG and
+    grad scaler as cfg says, so that Run.step is the loop's own step."""
     optimizer = build_optimizer([setup.model, setup.loss_fn], cfg.optimizer.name, cfg.optimizer.lr,
                                 cfg.optimizer.weight_decay, cfg.optimizer.params)
     steps_per_epoch = min(len(setup.batches), cfg.train.max_steps_per_epoch or len(setup.batches))

@@ -4,12 +4,11 @@ peak dense bf16 FLOP/s it reaches (model FLOPs utilisation).
 The model is the default preset's: ResNet-50 (timm) + DistilBERT, 224 px, linear projections to
 256, built with random weights from their architectures alone (nothing is downloaded; FLOPs
 and speed do not depend on the weights). Batches are synthetic and already on the device, so
-the figure is the step itself: the image-text task's `pair_step` (autocast, channels_last on
-CUDA) with the default loss, then backward and AdamW. That is the loop's `Run.step` without its
-gradient clipping, fp16 scaling, schedule step and non-finite check: `clipsearch.train.build_run`
-builds a Run from a config, and seed 001's towers come from a config only with their pretrained
-weights, which are not downloaded here. FLOPs per step are counted once with torch's
-FlopCounterMode (matmuls and convolutions, forward and backward).
+the figure is the step itself: the loop's own `Run.step` (clipsearch.train.run_from_setup around
+the image-text task's `pair_step`: autocast, channels_last on CUDA, the default loss, the
+non-finite check, scaled backward, clipping as the config says, AdamW and the schedule's step).
+FLOPs per step are counted once with torch's FlopCounterMode (matmuls and convolutions, forward
+and backward).
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from ..config import load_config
 from ..data.batches import PairBatch
 from ..losses import build_loss
 from ..models import DualEncoder, HFTextEncoder, build_image_tower
-from ..optim import build_optimizer
+from ..tasks import Setup
 from ..tasks.image_text import pair_step
-from ..train import _autocast
+from ..train import run_from_setup
 from .common import environment, write_result
 
 #: dense bf16 tensor-core peak, FLOP/s, by a name that appears in torch.cuda.get_device_name()
@@ -68,22 +67,20 @@ def _count_flops(step) -> int:
 
 def run_gpu_step_benchmark(batch: int = 256, steps: int = 20, precision: str = "bf16", device: str = "cuda",
                            size: int = 224, out_dir: Path = Path("results/benchmarks")) -> dict:
-    cfg = load_config()
+    cfg = load_config(overrides=[f"train.precision={precision}", f"train.epochs={steps + 4}"])
     dev = torch.device(device)
     model = build_seed001_model(cfg.model.embed_dim).to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=batch).to(dev)
-    optimizer = build_optimizer([model, loss_fn], cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay,
-                                cfg.optimizer.params)
-    autocast = _autocast(precision, dev)
     data = _synthetic_batch(batch, size, cfg.data.max_text_length, model.text_tower.model.config.vocab_size, dev)
+    # one synthetic batch an "epoch": the schedule is sized by it; no evaluation runs here
+    setup = Setup(model, [data], loss_fn, evaluator=None, step=pair_step, train_images=batch, skipped_images=0)
+    run = run_from_setup(cfg, setup, dev)
+    model.train()
 
     def step():
-        loss = pair_step(model, loss_fn, data, dev, autocast)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        run.step(data)
 
     def sync():
         if dev.type == "cuda":
@@ -113,7 +110,7 @@ def run_gpu_step_benchmark(batch: int = 256, steps: int = 20, precision: str = "
         "achieved_flops_per_s": achieved, "peak_bf16_flops_per_s": peak,
         "share_of_peak": achieved / peak if peak else None,
     }
-    rows = [("clipsearch pair_step", f"{batch / seconds:.0f}", f"{1000 * seconds:.1f}", f"{flops / 1e12:.2f}",
+    rows = [("clipsearch Run.step", f"{batch / seconds:.0f}", f"{1000 * seconds:.1f}", f"{flops / 1e12:.2f}",
              f"{achieved / 1e12:.1f}", "-" if not peak else f"{100 * achieved / peak:.1f}%")]
     path = write_result(out_dir, "gpu", result, rows,
                         ("variant", "samples/s", "ms/step", "TFLOP/step", "TFLOP/s", "share of peak bf16"))
