@@ -209,9 +209,30 @@ def _phase_command(phase: str, **given) -> None:
     def outcomes():  # run inside _report_outcomes, which turns a failed run into exit 1
         from .tune.phases import run_phase
 
-        yield run_phase(phase, _search_options(**given))
+        outcome = run_phase(phase, _search_options(**given))
+        _register_best_model(outcome)  # a phase run on its own ends its search
+        yield outcome
 
     _report_outcomes(outcomes())
+
+
+def _register_best_model(outcome) -> None:
+    """The model a search ends with, logged and registered in MLflow under the experiment's name
+    (clipsearch.tune.model_registry; a store that refuses it is one line, never a failed search).
+    Every search command calls it once per search, for the phase that ends it."""
+    from .tune.model_registry import register_best_model
+
+    register_best_model(outcome.phase_dir)
+
+
+def _registering_the_last(outcomes):
+    """The protocol's outcomes as they come, phase 3's best model registered as it ends."""
+    from .results import PHASES
+
+    for outcome in outcomes:
+        if outcome.phase == PHASES[-1]:
+            _register_best_model(outcome)
+        yield outcome
 
 
 @app.command()
@@ -270,7 +291,7 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
     from .tune.phases import run_protocol
 
     opts = _search_options(**given)
-    _report_outcomes(run_protocol(opts))
+    _report_outcomes(_registering_the_last(run_protocol(opts)))
     report_after_run(opts.results / opts.name)  # the experiment's report: a section per phase
 
 
@@ -446,6 +467,8 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
     from .report.classify import write_classify_report
 
     write_classify_report(results[0].outcome.phase_dir.parent)  # the table, each method's t-SNE and confusion
+    for r in results:  # each method's search ends with its best model
+        _register_best_model(r.outcome)
     for r in results:
         typer.echo(json.dumps({"method": r.method, "results": str(r.outcome.phase_dir), "trials": r.outcome.trials,
                                "errored": r.outcome.errored, "seconds": round(r.outcome.seconds, 1),
@@ -483,6 +506,7 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
     except RunFailed as exc:
         _err(str(exc))
         raise typer.Exit(code=1) from None
+    _register_best_model(run.long)  # the long run ends the sweep
     baseline = next(b for b in run.baselines if b["tower"] == run.final["tower"])
     typer.echo(json.dumps({"results": str(run.root), "final": {k: run.final[k] for k in ("score", "hit1", "hit5", "hit10",
                                                                                          "mapr", "best_epoch")},

@@ -175,3 +175,42 @@ def close_running(mlflow_client, exp_id: str, parent_id: str, status: str = "KIL
 
 def end_run(mlflow_client, run_id: str, status: str) -> None:
     mlflow_client.set_terminated(run_id, status=status)
+
+
+def log_registered_model(uri: str, run_id: str, model, name: str, tags: dict[str, str], description: str) -> str:
+    """`model` (a torch module) logged with mlflow.pytorch.log_model into run `run_id` and
+    registered as a new version of the registered model `name`, which gets `tags` and
+    `description`; returns the version. Pickled (MLflow's pt2 export needs an input example
+    traced through forward, and a dual encoder's forward takes a token dict): loading it needs
+    clipsearch installed, which its pip requirements say."""
+    import logging
+
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from . import __version__
+
+    requirements = [f"clipsearch=={__version__}", f"torch=={torch.__version__.split('+')[0]}"]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # log_model and the registry read the process-wide URI
+    # its warning that a pickle runs code when loaded, at every log: the docs say it once
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        # the run is reopened for the block so that MLflow files the logged model under the run's
+        # experiment; it ends FINISHED again (only a finished phase has a best model to log)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(model, name="model", registered_model_name=name,
+                                            serialization_format="pickle", pip_requirements=requirements,
+                                            await_registration_for=60)
+        version = str(info.registered_model_version)
+        registry = client(uri)
+        for key, value in tags.items():
+            registry.set_model_version_tag(name, version, key, value)
+        registry.update_model_version(name, version, description=description)
+        return version
+    finally:
+        mlflow.set_tracking_uri(previous)
+        quiet.setLevel(level)
