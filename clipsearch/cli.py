@@ -296,6 +296,49 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
 
 
 @app.command()
+def confirm(
+    path: Annotated[Path, typer.Argument(help="results/EXP (its last finished phase: phase3, else phase2, else "
+                                               "phase1) or one finished phase's folder")],
+    top: Annotated[Optional[int], typer.Option("--top", help="the phase's top K distinct configurations, best "
+                                               "first (default 3)")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="new training seeds per configuration, 2 or more "
+                                                 "(default 3: a wide interval)")] = None,
+    resume: ResumeOpt = False, address: AddressOpt = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: the "
+                                                        "phase's own store)")] = None,
+    storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+    max_failures: FailuresOpt = 2,
+) -> None:
+    """Train the top configurations of an experiment's last finished phase again with new seeds,
+    on the phase's budget (its train.epochs and data.fraction), and say whether the winner's lead
+    is larger than the seed-to-seed spread: each configuration's mean, sd and Student t 95%
+    interval over the seeds; the lead holds when the winner's mean exceeds the runner-up's by
+    more than their pooled sd (docs/tune.md, "Confirming a winner").
+
+    Writes results/EXP/confirm/: top1/, top2/, ... (a grid phase over the seeds per
+    configuration: trials.csv, best.json, ray/; an MLflow parent run each), confirm.json and
+    confirm.md. Prints the table and the verdict on stderr and one JSON line on stdout.
+    """
+    from .results.confirm import confirm_table
+    from .tune.confirm import prepare_confirm, run_confirm
+    from .tune.phases import Options
+    from .tune.runner import RunFailed
+
+    opts = Options(resume=resume, address=address, tracking_uri=tracking_uri, storage=storage,
+                   gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, max_failures=max_failures)
+    prepared = prepare_confirm(path, top, seeds, opts)
+    try:
+        document = run_confirm(prepared, address)
+    except RunFailed as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+    typer.echo(confirm_table(document), err=True)
+    typer.echo(f"{document['note']}\nrule: {document['rule']}\nverdict: {document['verdict']['text']}", err=True)
+    typer.echo(json.dumps({"confirm": str(prepared.root), "phase": document["phase"], "seeds": document["seeds"],
+                           "verdict": document["verdict"]["text"], "clear": document["verdict"]["clear"]}))
+
+
+@app.command()
 def ui(
     name: Annotated[Optional[str], typer.Option("--name", help="only this experiment's Optuna studies "
                                                 "(default: every results/*/PHASE/optuna.db)")] = None,

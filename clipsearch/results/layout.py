@@ -11,6 +11,8 @@ report, the CLI).
         report.html importance.json report_png/
         embeddings.npz confusion_matrix.json   (a classification method's test split)
       classify/comparison.csv comparison.md       the classification protocol's table
+      confirm/confirm.json confirm.md             `clipsearch confirm`: the top configurations on new seeds
+        top1/ top2/ ...             one phase per configuration, a trial per seed
 
     RUN/                            one training run (train(run_dir=...), a trial's checkpoint)
       config.yaml                   the resolved config it ran
@@ -37,6 +39,8 @@ REPORT_HTML, IMPORTANCE_JSON, PNG_DIR = "report.html", "importance.json", "repor
 EMBEDDINGS_NPZ, CONFUSION_JSON = "embeddings.npz", "confusion_matrix.json"
 #: the classification protocol's table (tune writes it, the protocol's report reads it)
 COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
+#: `clipsearch confirm`'s folder in results/EXP (a phase per configuration, topN/) and its verdict
+CONFIRM_DIR, CONFIRM_JSON, CONFIRM_MD = "confirm", "confirm.json", "confirm.md"
 
 # ------------------------------------------------------------------------------ a training run's folder
 RUN_CONFIG_YAML = "config.yaml"
