@@ -45,3 +45,39 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, name
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in out.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "results").exists()
+
+
+def run_as_clipsearch(*args, cwd, env=None):
+    """main() under the console script's name (click names the completion variable after it);
+    stderr's last line says which of torch and ray the command imported."""
+    code = ("import sys\nfrom clipsearch.cli import main\nsys.argv = ['clipsearch', *sys.argv[1:]]\ntry:\n    main()\n"
+            "finally:\n    print('imported:', *sorted(m for m in ('ray', 'torch') if m in sys.modules), file=sys.stderr)\n")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env={**ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_version_prints_the_installed_versions_without_importing_torch_or_ray(tmp_path):
+    from importlib.metadata import version
+
+    out = run_as_clipsearch("--version", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"clipsearch {version('clipsearch')} (torch {version('torch')}, ray {version('ray')})\n"
+    assert out.stderr.strip().splitlines()[-1] == "imported:"
+
+
+def test_shell_completion_completes_commands_and_installs_into_the_shells_rc(tmp_path):
+    out = run_as_clipsearch(cwd=tmp_path, env={"_CLIPSEARCH_COMPLETE": "complete_bash", "COMP_WORDS": "clipsearch ph",
+                                               "COMP_CWORD": "1"})
+    assert out.returncode == 0 and out.stdout.split() == ["phase1", "phase2", "phase3"], out.stderr
+    out = run_as_clipsearch("--install-completion", "bash", cwd=tmp_path, env={"HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    script = tmp_path / ".bash_completions" / "clipsearch.sh"
+    assert "_CLIPSEARCH_COMPLETE=complete_bash" in script.read_text()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+
+
+def test_top_level_help_lists_version_and_completion(tmp_path):
+    out = run("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for option in ("--version", "--install-completion", "--show-completion"):
+        assert option in out.stdout
