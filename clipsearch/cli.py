@@ -234,9 +234,30 @@ def _phase_command(phase: str, **given) -> None:
     def outcomes():  # run inside _report_outcomes, which turns a failed run into exit 1
         from .tune.phases import run_phase
 
-        yield run_phase(phase, _search_options(**given))
+        outcome = run_phase(phase, _search_options(**given))
+        _register_best_model(outcome)  # a phase run on its own ends its search
+        yield outcome
 
     _report_outcomes(outcomes())
+
+
+def _register_best_model(outcome) -> None:
+    """The model a search ends with, logged and registered in MLflow under the experiment's name
+    (clipsearch.tune.model_registry; a store that refuses it is one line, never a failed search).
+    Every search command calls it once per search, for the phase that ends it."""
+    from .tune.model_registry import register_best_model
+
+    register_best_model(outcome.phase_dir)
+
+
+def _registering_the_last(outcomes):
+    """The protocol's outcomes as they come, phase 3's best model registered as it ends."""
+    from .results import PHASES
+
+    for outcome in outcomes:
+        if outcome.phase == PHASES[-1]:
+            _register_best_model(outcome)
+        yield outcome
 
 
 @app.command()
@@ -295,8 +316,51 @@ def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeO
     from .tune.phases import run_protocol
 
     opts = _search_options(**given)
-    _report_outcomes(run_protocol(opts))
+    _report_outcomes(_registering_the_last(run_protocol(opts)))
     report_after_run(opts.results / opts.name)  # the experiment's report: a section per phase
+
+
+@app.command()
+def confirm(
+    path: Annotated[Path, typer.Argument(help="results/EXP (its last finished phase: phase3, else phase2, else "
+                                               "phase1) or one finished phase's folder")],
+    top: Annotated[Optional[int], typer.Option("--top", help="the phase's top K distinct configurations, best "
+                                               "first (default 3)")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="new training seeds per configuration, 2 or more "
+                                                 "(default 3: a wide interval)")] = None,
+    resume: ResumeOpt = False, address: AddressOpt = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: the "
+                                                        "phase's own store)")] = None,
+    storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
+    max_failures: FailuresOpt = 2,
+) -> None:
+    """Train the top configurations of an experiment's last finished phase again with new seeds,
+    on the phase's budget (its train.epochs and data.fraction), and say whether the winner's lead
+    is larger than the seed-to-seed spread: each configuration's mean, sd and Student t 95%
+    interval over the seeds; the lead holds when the winner's mean exceeds the runner-up's by
+    more than their pooled sd (docs/tune.md, "Confirming a winner").
+
+    Writes results/EXP/confirm/: top1/, top2/, ... (a grid phase over the seeds per
+    configuration: trials.csv, best.json, ray/; an MLflow parent run each), confirm.json and
+    confirm.md. Prints the table and the verdict on stderr and one JSON line on stdout.
+    """
+    from .results.confirm import confirm_table
+    from .tune.confirm import prepare_confirm, run_confirm
+    from .tune.phases import Options
+    from .tune.runner import RunFailed
+
+    opts = Options(resume=resume, address=address, tracking_uri=tracking_uri, storage=storage,
+                   gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, max_failures=max_failures)
+    prepared = prepare_confirm(path, top, seeds, opts)
+    try:
+        document = run_confirm(prepared, address)
+    except RunFailed as exc:
+        _err(str(exc))
+        raise typer.Exit(code=1) from None
+    typer.echo(confirm_table(document), err=True)
+    typer.echo(f"{document['note']}\nrule: {document['rule']}\nverdict: {document['verdict']['text']}", err=True)
+    typer.echo(json.dumps({"confirm": str(prepared.root), "phase": document["phase"], "seeds": document["seeds"],
+                           "verdict": document["verdict"]["text"], "clear": document["verdict"]["clear"]}))
 
 
 @app.command()
@@ -471,6 +535,8 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
     from .report.classify import write_classify_report
 
     write_classify_report(results[0].outcome.phase_dir.parent)  # the table, each method's t-SNE and confusion
+    for r in results:  # each method's search ends with its best model
+        _register_best_model(r.outcome)
     for r in results:
         typer.echo(json.dumps({"method": r.method, "results": str(r.outcome.phase_dir), "trials": r.outcome.trials,
                                "errored": r.outcome.errored, "seconds": round(r.outcome.seconds, 1),
@@ -508,6 +574,7 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
     except RunFailed as exc:
         _err(str(exc))
         raise typer.Exit(code=1) from None
+    _register_best_model(run.long)  # the long run ends the sweep
     baseline = next(b for b in run.baselines if b["tower"] == run.final["tower"])
     typer.echo(json.dumps({"results": str(run.root), "final": {k: run.final[k] for k in ("score", "hit1", "hit5", "hit10",
                                                                                          "mapr", "best_epoch")},
