@@ -202,6 +202,9 @@ FailuresOpt = Annotated[int, typer.Option("--max-failures", help="retries of a f
                                           "checkpoint) before it is marked errored")]
 PhaseSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="a constant over the space's, e.g. --set "
                                                           "data.source=/data/cc3m.csv (repeatable)")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="make every check the command makes, print what it would "
+                                         "run (trials, sampler, ASHA, parameters, epochs) and exit: Ray not "
+                                         "started, nothing written")]
 
 
 def _search_options(**given) -> "object":
@@ -230,7 +233,13 @@ def _report_outcomes(outcomes) -> None:
         raise typer.Exit(code=1) from None
 
 
-def _phase_command(phase: str, **given) -> None:
+def _phase_command(phase: str, dry_run: bool = False, **given) -> None:
+    if dry_run:
+        from .tune import preview
+
+        typer.echo(preview.phase(phase, _search_options(**given)))
+        return
+
     def outcomes():  # run inside _report_outcomes, which turns a failed run into exit 1
         from .tune.phases import run_phase
 
@@ -264,7 +273,8 @@ def _registering_the_last(outcomes):
 def phase1(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, space: SpaceOpt = None,
            set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
+           dry_run: DryRunOpt = False) -> None:
     """Phase 1 of the CLIP protocol: a Bayesian search (Optuna TPE) over losses x optimizers and
     their hyperparameters, with ASHA stopping the weaker trials early.
 
@@ -280,7 +290,8 @@ def phase1(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
 def phase2(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, space: SpaceOpt = None,
            set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
+           dry_run: DryRunOpt = False) -> None:
     """Phase 2: a grid of phase 1's top optimizers (each with its best trial's hyperparameters)
     x the losses (x any grid in the space file), read from results/NAME/phase1.
 
@@ -293,7 +304,8 @@ def phase2(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
 def phase3(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, space: SpaceOpt = None,
            set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+           num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
+           dry_run: DryRunOpt = False) -> None:
     """Phase 3: long runs of a Bayesian search around phase 2's best (its loss and optimizer
     fixed, `relative: true` ranges centred on its values); each trial keeps its best epoch.
 
@@ -306,12 +318,18 @@ def phase3(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
 def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, spaces: SpacesOpt = None,
              set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
              storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-             seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+             seed: SeedOpt = None, max_failures: FailuresOpt = 2, dry_run: DryRunOpt = False) -> None:
     """Phases 1, 2 and 3 one after the other, in one Ray session (all space files are checked
     before the first trial). With --resume, finished phases are kept, an interrupted one goes on.
     """
     given = dict(locals())
     given["spaces_dir"] = given.pop("spaces")
+    del given["dry_run"]
+    if dry_run:
+        from .tune import preview
+
+        typer.echo(preview.protocol(_search_options(**given)))
+        return
     from .report import report_after_run
     from .tune.phases import run_protocol
 
@@ -511,7 +529,8 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
                                                                    "of the space file)")] = None,
                    set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
                    storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-                   num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+                   num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
+                   dry_run: DryRunOpt = False) -> None:
     """Supervised (cross-entropy, ReduceLROnPlateau) vs SimCLR (NT-Xent, two augmented views) vs
     SupCon pre-training + a linear probe (seed 002), each tuned with Optuna + ASHA on the kNN
     accuracy of the validation split; then each best model scored once on the held-out test split.
@@ -526,7 +545,13 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
     from .tune.runner import RunFailed
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    given = {k: v for k, v in locals().items() if k not in ("methods", "chosen", "run_classify", "RunFailed")}
+    given = {k: v for k, v in locals().items()
+             if k not in ("methods", "chosen", "run_classify", "RunFailed", "dry_run")}
+    if dry_run:
+        from .tune import preview
+
+        typer.echo(preview.classify(_search_options(**given), chosen))
+        return
     try:
         results = run_classify(_search_options(**given), chosen)
     except RunFailed as exc:
@@ -550,7 +575,7 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
                                                                "supcon_sweep.yaml, supcon_sweep_quick.yaml with --quick)")] = None,
                  set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
                  storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-                 seed: SeedOpt = None, max_failures: FailuresOpt = 2) -> None:
+                 seed: SeedOpt = None, max_failures: FailuresOpt = 2, dry_run: DryRunOpt = False) -> None:
     """SupCon fine-tuning of a vision tower for cross-domain query/gallery retrieval (seed 000).
 
     1. zero-shot baselines: each tower of the space's `baselines:` (and the tuned one) ranks the
@@ -568,7 +593,12 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
     from .tune.runner import RunFailed
     from .tune.supcon import run_supcon
 
-    opts = _search_options(**{k: v for k, v in locals().items() if k not in ("RunFailed", "run_supcon")})
+    opts = _search_options(**{k: v for k, v in locals().items() if k not in ("RunFailed", "run_supcon", "dry_run")})
+    if dry_run:
+        from .tune import preview
+
+        typer.echo(preview.supcon(opts))
+        return
     try:
         run = run_supcon(opts)
     except RunFailed as exc:
@@ -581,6 +611,33 @@ def sweep_supcon(name: NameOpt = "default", quick: QuickOpt = False, resume: Res
                            "zero_shot_score": baseline["score"], "sweep_trials": run.sweep.trials,
                            "config": {k: run.final["config"].get(k) for k in ("optimizer.lr", "optimizer.weight_decay",
                                                                               "loss.temperature")}}))
+
+
+# ------------------------------------------------------------------------------ space files
+
+space_app = typer.Typer(help="Search-space files: check one, and see what it would run, before running it.",
+                        no_args_is_help=True)
+app.add_typer(space_app, name="space")
+
+
+@space_app.command("check")
+def space_check(
+    file: Annotated[Optional[Path], typer.Argument(help="the space YAML (default: the shipped "
+                                                   "search_spaces/PHASE.yaml of --phase)")] = None,
+    phase: Annotated[Optional[str], typer.Option("--phase", help="the search that reads it: phase1, phase2, phase3, "
+                                                 "classify, supcon_sweep or grid (default: from the file's name, "
+                                                 "e.g. phase1_quick.yaml: phase1)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="with no FILE: the shipped PHASE_quick.yaml")] = False,
+    set_: PhaseSetOpt = None,
+) -> None:
+    """Load and check a space file as its search would, and print what it runs: the base, the
+    metric, the sampler and its random start-up trials, ASHA's rungs, each searched parameter with
+    its distribution and `when:` condition, the constants, the trials and the epochs they may
+    spend. What earlier phases decide (phase 2's optimizers, phase 3's centre) is said to be so.
+    Ray is not started; nothing is written. Bad input: one line, exit 2."""
+    from .tune import preview
+
+    typer.echo(preview.space_file(file, phase, quick, set_ or []))
 
 
 def main() -> None:

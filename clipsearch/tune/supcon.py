@@ -120,10 +120,19 @@ def long_plan(sweep_state: dict, opts: Options, root: Path) -> Plan:
 
 # ------------------------------------------------------------------------------ run
 
-def run_supcon(opts: Options) -> SupConRun:
-    """Baselines, the sweep, the long run, the tables; every input checked before Ray starts."""
-    from .cluster import ray_session
+@dataclass
+class SupConPlan:
+    """The sweep ready to start: every input checked, nothing written, Ray not started."""
 
+    root: Path
+    sweep: Plan
+    space: SearchSpace | None          # None when --resume goes on with a started sweep
+    towers: list[str]                  # the towers the baselines rank (none on --resume: kept)
+
+
+def prepare_supcon(opts: Options) -> SupConPlan:
+    """Every check of `sweep supcon` (what its --dry-run runs too): the options, the folder,
+    the space, the baseline towers, the data; nothing written."""
     check_options(opts)
     root = supcon_dir(opts)
     if opts.resume and not (root / "sweep" / PHASE_JSON).is_file():
@@ -134,15 +143,24 @@ def run_supcon(opts: Options) -> SupConRun:
     if not opts.resume and root.exists():
         raise InputError(f"the supcon sweep of experiment {opts.name!r} exists already", where=str(root),
                          fix="pass --resume to continue it, or choose another --name")
-    sweep = resumed_plan(root / "sweep", opts.after_phase) if opts.resume else None
-    if sweep is None:
-        space = load_supcon_space(opts)
-        towers = baseline_towers(space)
-        check_data(space)
-        sweep = sweep_plan(space, opts, root)
-        baselines = run_baselines(space, towers, sweep.state, root)
-    else:
+    if opts.resume:
+        return SupConPlan(root, resumed_plan(root / "sweep", opts.after_phase), None, [])
+    space = load_supcon_space(opts)
+    towers = baseline_towers(space)
+    check_data(space)
+    return SupConPlan(root, sweep_plan(space, opts, root), space, towers)
+
+
+def run_supcon(opts: Options) -> SupConRun:
+    """Baselines, the sweep, the long run, the tables; every input checked before Ray starts."""
+    from .cluster import ray_session
+
+    prepared = prepare_supcon(opts)
+    root, sweep = prepared.root, prepared.sweep
+    if prepared.space is None:
         baselines = _read_csv(root / BASELINES_CSV)
+    else:
+        baselines = run_baselines(prepared.space, prepared.towers, sweep.state, root)
     with ray_session(opts.address):
         sweep_outcome = run_or_keep(sweep)
         long = ((resumed_plan(root / "long", opts.after_phase) if opts.resume else None)
