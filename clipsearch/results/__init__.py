@@ -13,15 +13,15 @@ Import from here: `from clipsearch.results import TRIALS_CSV, read_trials_csv, r
 from .atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
 from .layout import (BEST_DIR, BEST_JSON, BEST_MODEL_FILE, CHECKPOINT_FILE, COMPARISON_CSV, COMPARISON_MD,
                      CONFUSION_JSON, EMBEDDINGS_NPZ, HISTORY_DIR, IMPORTANCE_JSON, OPTUNA_DB, PHASE_JSON, PHASES, PNG_DIR, PREVIOUS_CHECKPOINT_FILE,
-                     RAY_DIR, REPORT_HTML, RUN_CONFIG_YAML, STATE_DIR, TRIALS_CSV, RunFolder)
-from .phase_files import (append_history, best_summary, ranked_rows, read_histories, read_history, read_json,
-                          read_trials_csv, trial_rows, write_json, write_trials_csv)
-from .ranking import (RULE, Ranked, TrialRecord, best_with, carried_from_best, phase2_axes, rank_trials,
-                      section_values, top_optimizers)
+                     RAY_DIR, REPORT_HTML, RUN_CONFIG_YAML, STATE_DIR, TRIALS_CSV, RunFolder, ray_run_dir)
+from .phase_files import (append_history, best_summary, phase_study, ranked_rows, read_histories, read_history,
+                          read_json, read_trials_csv, trial_rows, write_json, write_trials_csv)
+from .ranking import (MODES, RULE, Ranked, TrialRecord, best_of, best_with, carried_from_best, phase2_axes,
+                      rank_trials, section_values, top_optimizers, worst_value)
 
 __all__ = [
     # layout
-    "PHASES", "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR", "OPTUNA_DB", "RAY_DIR",
+    "PHASES", "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR", "OPTUNA_DB", "RAY_DIR", "ray_run_dir",
     "REPORT_HTML", "IMPORTANCE_JSON", "PNG_DIR", "EMBEDDINGS_NPZ", "CONFUSION_JSON", "COMPARISON_CSV", "COMPARISON_MD",
     "RunFolder", "RUN_CONFIG_YAML", "STATE_DIR", "CHECKPOINT_FILE", "PREVIOUS_CHECKPOINT_FILE", "BEST_DIR",
     "BEST_MODEL_FILE",
@@ -29,8 +29,8 @@ __all__ = [
     "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text",
     # phase_files
     "write_json", "read_json", "append_history", "read_history", "read_histories",
-    "trial_rows", "write_trials_csv", "read_trials_csv", "ranked_rows", "best_summary",
+    "trial_rows", "write_trials_csv", "read_trials_csv", "ranked_rows", "best_summary", "phase_study",
     # ranking
-    "RULE", "Ranked", "TrialRecord", "rank_trials",
+    "RULE", "MODES", "Ranked", "TrialRecord", "rank_trials", "best_of", "worst_value",
     "section_values", "top_optimizers", "best_with", "phase2_axes", "carried_from_best",
 ]

@@ -3,11 +3,14 @@ that writes the files (tune, train, report) and the code that reads them (the ne
 report, the CLI).
 
     results/EXP/                    an experiment: report.html (a section per phase)
+      optuna.db                     its Optuna storage: a study per Optuna phase, named EXP-PHASE
+                                    (--optuna-storage names another: a database URL, a journal file)
       PHASE/                        phase1, phase2, phase3 (PHASES), or a sweep's stage
         trials.csv best.json phase.json
         history/trial_ID.jsonl      every epoch a trial reported (the driver's own record)
-        optuna.db                   the Optuna study (phases 1 and 3)
+        optuna.db                   a phase run before the experiment's storage: its own study
         ray/                        Ray Tune's experiment folder (in --storage when given)
+        ray-2/, ray-3/ ...          the runs that extended a finished phase (--resume --num-samples)
         report.html importance.json report_png/
         embeddings.npz confusion_matrix.json   (a classification method's test split)
       classify/comparison.csv comparison.md       the classification protocol's table
@@ -32,9 +35,17 @@ PHASES = ("phase1", "phase2", "phase3")
 # ------------------------------------------------------------------------------ a phase's folder
 TRIALS_CSV, BEST_JSON, PHASE_JSON = "trials.csv", "best.json", "phase.json"
 HISTORY_DIR = "history"
+#: the experiment's Optuna storage (results/EXP/optuna.db); in a phase folder, a phase's own
+#: study from before the experiment had one
 OPTUNA_DB = "optuna.db"
 #: Ray Tune's own experiment folder inside the phase's storage path
 RAY_DIR = "ray"
+
+
+def ray_run_dir(run: int) -> str:
+    """The Tune experiment folder of a phase's `run`-th run: 1 is the phase itself (RAY_DIR),
+    2, 3, ... the runs that extended it once it had finished."""
+    return RAY_DIR if run == 1 else f"{RAY_DIR}-{run}"
 REPORT_HTML, IMPORTANCE_JSON, PNG_DIR = "report.html", "importance.json", "report_png"
 EMBEDDINGS_NPZ, CONFUSION_JSON = "embeddings.npz", "confusion_matrix.json"
 #: the classification protocol's table (tune writes it, the protocol's report reads it)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import InputError
 from .atomic import atomic_write_text
+from .layout import OPTUNA_DB, PHASE_JSON
 from .ranking import RULE, Ranked, TrialRecord, rank_trials
 
 #: what train() reports that is bookkeeping rather than a result worth a column of its own
@@ -49,6 +50,24 @@ def read_json(path: Path, what: str, fix: str) -> dict:
         raise InputError(f"{what} not found", where=str(path), fix=fix) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{what} is unreadable ({exc.__class__.__name__})", where=str(path), fix=fix) from None
+
+
+# ------------------------------------------------------------------------------ the Optuna study
+
+def phase_study(phase_dir: Path, state: dict | None = None) -> tuple[str, str] | None:
+    """Where a phase's Optuna study is: (storage, study name) from its phase.json (`state`, or
+    read from the folder), None for a phase without one (a grid, a pbt phase's random draws, or
+    no phase.json). storage: a database URL (`sqlite:///...`, `postgresql://...`) or a journal
+    file's path; a phase run before the experiment had one storage: its own PHASE/optuna.db."""
+    if state is None:
+        path = Path(phase_dir) / PHASE_JSON
+        if not path.is_file():
+            return None
+        state = read_json(path, "phase.json", "delete the phase folder and start again")
+    if state.get("search", "grid" if "grid" in state else "optuna") != "optuna":
+        return None
+    storage = state.get("optuna_storage") or f"sqlite:///{Path(phase_dir).resolve() / OPTUNA_DB}"
+    return storage, state.get("study_name") or f"{state['experiment']}-{state['phase']}"
 
 
 # ------------------------------------------------------------------------------ history/
@@ -95,20 +114,23 @@ def _read_history_file(path: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------ trials.csv
 
-def trial_rows(records: list[TrialRecord], ranked: list[Ranked], metric: str, epochs: int) -> list[dict]:
+def trial_rows(records: list[TrialRecord], ranked: list[Ranked], metric: str, epochs: int,
+               mode: str = "max") -> list[dict]:
     ranks = {r.record.trial_id: r for r in ranked}
     rows = []
     for record in records:
         r = ranks.get(record.trial_id)
         last = record.history[-1] if record.history else {}
-        best = record.best_row(metric)
+        best = record.best_row(metric, mode)
         row = {"trial_id": record.trial_id, "status": record.status, "rank": r.rank if r else None,
                "epochs": record.reach, "seconds": round(record.seconds, 3), "num_failures": record.num_failures,
                "stopped_early": record.status == "TERMINATED" and record.reach < epochs}
         row |= {f"config/{k}": v for k, v in record.config.items()}
         row |= {k: v for k, v in last.items() if k not in _NOT_FINAL and k != "epoch"}
         row |= {"best_epoch": best.get("epoch")}
-        row |= {f"best_{k}": v for k, v in best.items() if k not in _NOT_FINAL and k != "epoch" and not k.startswith("train_")}
+        # the best epoch's metrics (the training ones only where one is the phase's metric)
+        row |= {f"best_{k}": v for k, v in best.items()
+                if k not in _NOT_FINAL and k != "epoch" and (not k.startswith("train_") or k == metric)}
         row["error"] = record.error
         rows.append(row)
     return sorted(rows, key=lambda row: (row["rank"] is None, row["rank"] or 0))
@@ -182,15 +204,16 @@ def ranked_rows(rows: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------------------ best.json
 
 def best_summary(phase: str, experiment: str, metric: str, records: list[TrialRecord],
-                 searched: list[str]) -> dict | None:
-    """best.json's content: the best trial by the ranking rule, or None when none ranked."""
-    ranked = rank_trials(records, metric)
+                 searched: list[str], mode: str = "max") -> dict | None:
+    """best.json's content: the best trial by the ranking rule (in `mode`'s direction), or None
+    when none ranked."""
+    ranked = rank_trials(records, metric, mode)
     if not ranked:
         return None
     top = ranked[0]
-    best = top.record.best_row(metric)
+    best = top.record.best_row(metric, mode)
     return {
-        "phase": phase, "experiment": experiment, "metric": metric, "rule": RULE,
+        "phase": phase, "experiment": experiment, "metric": metric, "mode": mode, "rule": RULE,
         "trial_id": top.record.trial_id, "compared_at_epoch": top.reach, "score": top.score,
         "best_epoch": best.get("epoch"), "best_metrics": _clean(best),
         "final_metrics": _clean(top.record.history[-1]),

@@ -7,6 +7,9 @@ The rule, used for best.json, for phase 2's picks and for phase 3's start:
     (a trial keeps its best epoch, as phase 3 needs). Trials are ranked by reach first, then
     by score. Errored trials, and trials that reported nothing, are not ranked.
 
+"Best" follows the space's `mode`: the highest value for `max` (the default: objective,
+recalls, accuracies), the lowest for `min` (a loss such as train_loss).
+
 Why reach first: under ASHA a trial only reaches a later rung by being among the best of the
 rung below at the same epoch, and the trials stopped at a rung are compared there with each
 other; so an early-stopped trial never wins on a low-epoch value (which ASHA hands the
@@ -23,6 +26,18 @@ from typing import Any
 
 RULE = ("trials are ranked by the last epoch they reached, then by the best metric over those "
         "epochs; only values at the same epoch are compared; errored trials are not ranked")
+#: the directions a metric can be optimised in (Tune's and the space file's words)
+MODES = ("max", "min")
+
+
+def best_of(values, mode: str = "max", key=None):
+    """The best of `values` in `mode`'s direction (max or min; the first one on ties)."""
+    return (min if mode == "min" else max)(values, key=key)
+
+
+def worst_value(mode: str = "max") -> float:
+    """What a trial without a finite value scores: below (max) or above (min) every real one."""
+    return math.inf if mode == "min" else -math.inf
 
 
 @dataclass
@@ -42,14 +57,15 @@ class TrialRecord:
     def reach(self) -> int:
         return int(self.history[-1]["epoch"]) if self.history else 0
 
-    def score(self, metric: str) -> float:
+    def score(self, metric: str, mode: str = "max") -> float:
+        """The best value of `metric` over the trial's epochs (mode max: the highest, min: the lowest)."""
         values = [row[metric] for row in self.history if _finite(row.get(metric))]
-        return max(values) if values else -math.inf
+        return best_of(values, mode) if values else worst_value(mode)
 
-    def best_row(self, metric: str) -> dict[str, Any]:
+    def best_row(self, metric: str, mode: str = "max") -> dict[str, Any]:
         """The reported metrics of the trial's best epoch (the first one on ties)."""
         rows = [row for row in self.history if _finite(row.get(metric))]
-        return max(rows, key=lambda row: row[metric]) if rows else {}
+        return best_of(rows, mode, key=lambda row: row[metric]) if rows else {}
 
     @property
     def rankable(self) -> bool:
@@ -64,10 +80,12 @@ class Ranked:
     score: float
 
 
-def rank_trials(records: list[TrialRecord], metric: str) -> list[Ranked]:
-    """Rankable trials, best first, by (reach, score); ties keep the trials' order."""
-    order = sorted((r for r in records if r.rankable), key=lambda r: (-r.reach, -r.score(metric)))
-    return [Ranked(r, i + 1, r.reach, r.score(metric)) for i, r in enumerate(order)]
+def rank_trials(records: list[TrialRecord], metric: str, mode: str = "max") -> list[Ranked]:
+    """Rankable trials, best first, by (reach, score in `mode`'s direction); ties keep the
+    trials' order."""
+    sign = 1 if mode == "min" else -1
+    order = sorted((r for r in records if r.rankable), key=lambda r: (-r.reach, sign * r.score(metric, mode)))
+    return [Ranked(r, i + 1, r.reach, r.score(metric, mode)) for i, r in enumerate(order)]
 
 
 def _finite(value: Any) -> bool:

@@ -77,3 +77,14 @@ def test_phase2_axes_carry_each_optimizer_and_loss_from_its_best_trial_but_no_co
         {"loss.name": "isogclr_v2"},  # phase 1 never ran it: its defaults
     ]
     assert carried_from_best(RANKED, SEARCHED) == {"model.embed_dim": 128}  # not train.epochs
+
+
+def test_under_mode_min_the_lowest_value_wins_at_the_same_epoch():
+    def losses(trial_id, values, **config):
+        return TrialRecord(trial_id, "TERMINATED", config, [{"epoch": e + 1, "train_loss": v} for e, v in enumerate(values)])
+
+    low, high, short = losses("low", [0.9, 0.2, 0.4]), losses("high", [0.8, 0.5, 0.6]), losses("short", [0.1])
+    ranked = rank_trials([high, short, low], "train_loss", mode="min")
+    assert [r.record.trial_id for r in ranked] == ["low", "high", "short"]  # reach first, as for max
+    assert ranked[0].score == 0.2 and low.best_row("train_loss", "min")["epoch"] == 2
+    assert losses("nan", [float("nan")]).score("train_loss", "min") == math.inf  # never the best
