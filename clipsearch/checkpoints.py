@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .config import OptimizerConfig
 from .errors import InputError
 from .models import load_trainable_state, trainable_state
 from .results import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, atomic_write
@@ -65,6 +66,52 @@ def load_checkpoint(directory: Path, model, loss_fn, optimizer, schedule, genera
     generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
     return RunState(**saved["state"])
+
+
+def adopt_optimizer_settings(directory: Path, optimizer: OptimizerConfig) -> bool:
+    """Put `optimizer`'s hyperparameters (lr, weight decay and the optimizer's own) into the
+    optimizer and schedule state of directory's state.pt, keeping everything learned (moments,
+    the step count, the schedule's position); True when they differed and the file was rewritten.
+
+    For Population Based Training's exploit: a trial goes on from another trial's checkpoint
+    with its own mutated hyperparameters, and load_checkpoint would otherwise bring back the
+    other trial's (an optimizer's state_dict carries its param groups' settings, a timm
+    schedule its base learning rates). The no-decay group (biases, norms) keeps no decay."""
+    from .optim import optimizer_kwargs
+
+    path = directory / CHECKPOINT_FILE
+    saved = read_checkpoint(directory)
+    wanted = optimizer_kwargs(optimizer.name, optimizer.lr, optimizer.weight_decay, optimizer.params)
+    per_update = saved["schedule"].get("per_update", {})
+    changed = False
+    for i, group in enumerate(saved["optimizer"]["param_groups"]):
+        for key, value in wanted.items():
+            skip = key == "lr" or (key == "weight_decay" and group[key] == 0)  # the no-decay group stays so
+            if key in group and not skip and group[key] != value:
+                group[key], changed = value, True
+        base = (per_update.get("base_values") or [])[i:i + 1] or [group.get("initial_lr", group["lr"])]
+        if base[0] != optimizer.lr:
+            # the lr the schedule has reached, at the new base: the next update goes on from there
+            group["lr"] *= optimizer.lr / base[0]
+            if "initial_lr" in group:
+                group["initial_lr"] = optimizer.lr
+            changed = True
+    changed |= _rebase_schedule(per_update, optimizer.lr)
+    if changed:
+        atomic_save(saved, path)
+    return changed
+
+
+def _rebase_schedule(per_update: dict, lr: float) -> bool:
+    """A timm schedule's state with `lr` as every group's base learning rate (its warmup ramp
+    recomputed to reach it)."""
+    base = per_update.get("base_values")
+    if not base or all(v == lr for v in base):
+        return False
+    per_update["base_values"] = [lr for _ in base]
+    if per_update.get("warmup_t"):
+        per_update["warmup_steps"] = [(lr - per_update["warmup_lr_init"]) / per_update["warmup_t"] for _ in base]
+    return True
 
 
 def read_checkpoint(directory: Path) -> dict:
