@@ -207,6 +207,19 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="make every check the
                                          "started, nothing written")]
 
 
+OptunaStorageOpt = Annotated[Optional[str], typer.Option("--optuna-storage", help="the experiment's Optuna storage, "
+                                                         "a study per phase (EXP-PHASE) in it: a database URL "
+                                                         "(sqlite:///PATH, postgresql://HOST/DB) or a journal "
+                                                         "file's path (for NFS); default: "
+                                                         "sqlite:///results/NAME/optuna.db")]
+BudgetMinutesOpt = Annotated[Optional[float], typer.Option("--budget-minutes", help="stop the phase's trials after "
+                                                           "this much wall time (over the space file's budget)")]
+BudgetEpochsOpt = Annotated[Optional[float], typer.Option("--budget-epochs", help="stop the phase's trials once they "
+                                                          "have trained this many full-data epochs (epochs x "
+                                                          "data.fraction, summed over trials; over the space "
+                                                          "file's budget)")]
+
+
 def _search_options(**given) -> "object":
     from .report import report_after_run
     from .tune.phases import Options
@@ -274,14 +287,16 @@ def phase1(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
            set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
            num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
-           dry_run: DryRunOpt = False) -> None:
+           optuna_storage: OptunaStorageOpt = None, budget_minutes: BudgetMinutesOpt = None,
+           budget_epochs: BudgetEpochsOpt = None, dry_run: DryRunOpt = False) -> None:
     """Phase 1 of the CLIP protocol: a Bayesian search (Optuna TPE) over losses x optimizers and
     their hyperparameters, with ASHA stopping the weaker trials early.
 
     Writes results/NAME/phase1/: trials.csv (one row per trial), best.json (the best trial,
-    compared with the others at the same epoch), optuna.db (the study), ray/ (Tune's
-    experiment folder). MLflow: a parent run for the phase, a child run per trial.
-    Prints one JSON line with the best trial.
+    compared with the others at the same epoch), ray/ (Tune's experiment folder); the study
+    NAME-phase1 in the experiment's Optuna storage (results/NAME/optuna.db). MLflow: a parent
+    run for the phase, a child run per trial. Prints one JSON line with the best trial.
+    --resume of a finished phase with a larger --num-samples adds trials to it.
     """
     _phase_command("phase1", **locals())
 
@@ -291,6 +306,7 @@ def phase2(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
            set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
            num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
+           budget_minutes: BudgetMinutesOpt = None, budget_epochs: BudgetEpochsOpt = None,
            dry_run: DryRunOpt = False) -> None:
     """Phase 2: a grid of phase 1's top optimizers (each with its best trial's hyperparameters)
     x the losses (x any grid in the space file), read from results/NAME/phase1.
@@ -305,11 +321,13 @@ def phase3(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
            set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
            num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
-           dry_run: DryRunOpt = False) -> None:
+           optuna_storage: OptunaStorageOpt = None, budget_minutes: BudgetMinutesOpt = None,
+           budget_epochs: BudgetEpochsOpt = None, dry_run: DryRunOpt = False) -> None:
     """Phase 3: long runs of a Bayesian search around phase 2's best (its loss and optimizer
     fixed, `relative: true` ranges centred on its values); each trial keeps its best epoch.
 
-    Writes results/NAME/phase3/ (trials.csv, best.json, optuna.db, ray/). Needs phase 2's results.
+    Writes results/NAME/phase3/ (trials.csv, best.json, ray/) and the study NAME-phase3 in the
+    experiment's Optuna storage. Needs phase 2's results.
     """
     _phase_command("phase3", **locals())
 
@@ -318,7 +336,8 @@ def phase3(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt
 def protocol(name: NameOpt = "default", quick: QuickOpt = False, resume: ResumeOpt = False, spaces: SpacesOpt = None,
              set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
              storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
-             seed: SeedOpt = None, max_failures: FailuresOpt = 2, dry_run: DryRunOpt = False) -> None:
+             seed: SeedOpt = None, max_failures: FailuresOpt = 2, optuna_storage: OptunaStorageOpt = None,
+             dry_run: DryRunOpt = False) -> None:
     """Phases 1, 2 and 3 one after the other, in one Ray session (all space files are checked
     before the first trial). With --resume, finished phases are kept, an interrupted one goes on.
     """
@@ -383,18 +402,19 @@ def confirm(
 
 @app.command()
 def ui(
-    name: Annotated[Optional[str], typer.Option("--name", help="only this experiment's Optuna studies "
-                                                "(default: every results/*/PHASE/optuna.db)")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="only this experiment's Optuna storage "
+                                                "(default: every experiment's, results/*/optuna.db)")] = None,
     tracking_uri: TrackingOpt = None,
     host: Annotated[str, typer.Option(help="address to listen on; 127.0.0.1 keeps the UIs to this machine "
                                       "(0.0.0.0: every interface, for anyone who can reach it)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="the MLflow UI's port")] = 5000,
-    optuna_port: Annotated[int, typer.Option(help="the first optuna-dashboard's port; one dashboard per study "
-                                             "database, on successive ports")] = 8080,
+    optuna_port: Annotated[int, typer.Option(help="the first optuna-dashboard's port; one dashboard per "
+                                             "experiment's storage, on successive ports")] = 8080,
 ) -> None:
     """The MLflow UI over the tracking store (runs: a parent per phase, a child per trial) and
-    optuna-dashboard over the phases' Optuna studies (results/EXP/phase1/optuna.db,
-    phase3/optuna.db). Prints their URLs; Ctrl-C (or SIGTERM) stops them all."""
+    optuna-dashboard over each experiment's Optuna storage (results/EXP/optuna.db, a study per
+    phase, or the --optuna-storage its phases name; a phase run before that: its own
+    results/EXP/PHASE/optuna.db). Prints their URLs; Ctrl-C (or SIGTERM) stops them all."""
     from .ui import ServiceDied, plan_services, serve
 
     services, notes = plan_services(Path("results"), name, tracking_uri, host, port, optuna_port)
@@ -530,7 +550,8 @@ def sweep_classify(name: NameOpt = "default", quick: QuickOpt = False, space: Sp
                    set_: PhaseSetOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
                    storage: StorageOpt = None, gpus_per_trial: GpusOpt = 0.0, cpus_per_trial: CpusOpt = 1.0,
                    num_samples: SamplesOpt = None, seed: SeedOpt = None, max_failures: FailuresOpt = 2,
-                   dry_run: DryRunOpt = False) -> None:
+                   optuna_storage: OptunaStorageOpt = None, budget_minutes: BudgetMinutesOpt = None,
+                   budget_epochs: BudgetEpochsOpt = None, dry_run: DryRunOpt = False) -> None:
     """Supervised (cross-entropy, ReduceLROnPlateau) vs SimCLR (NT-Xent, two augmented views) vs
     SupCon pre-training + a linear probe (seed 002), each tuned with Optuna + ASHA on the kNN
     accuracy of the validation split; then each best model scored once on the held-out test split.

@@ -2,9 +2,11 @@
 the phases' Optuna studies, started as child processes, stopped together.
 
 The tools are the field's own (`mlflow ui`, `optuna-dashboard`); this module only decides what
-to start, checks it can before starting anything, and looks after the children. Optuna keeps
-one study database per phase (results/EXP/PHASE/optuna.db) and optuna-dashboard serves one
-storage, so each database gets its own dashboard, on successive ports.
+to start, checks it can before starting anything, and looks after the children. An experiment
+keeps its Optuna studies, one per phase, in one storage (results/EXP/optuna.db, or the
+--optuna-storage its phases name in phase.json) and optuna-dashboard serves one storage, so each
+experiment gets one dashboard, on successive ports; a phase run before that kept its own
+results/EXP/PHASE/optuna.db, which gets a dashboard of its own.
 
 Everything binds to 127.0.0.1 unless --host says otherwise: both UIs let a visitor read every
 run, and MLflow's lets them delete runs.
@@ -12,8 +14,10 @@ run, and MLflow's lets them delete runs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .results import OPTUNA_DB, PHASE_JSON, phase_study
 from .tracking import default_tracking_uri
 
 READY_TIMEOUT_S = 120  # mlflow ui on a cold sqlite store takes ~7-17 s on a busy 2-core machine
@@ -58,10 +63,11 @@ def plan_services(results: Path, name: str | None, tracking_uri: str | None, hos
     else:
         _check_store(uri, tracking_uri is None)
         services.append(_mlflow_ui(uri, host, port))
-    studies = study_files(results, name)
-    services += [_optuna_dashboard(db, host, optuna_port + i) for i, db in enumerate(studies)]
-    if not studies:
-        notes.append(f"Optuna: no study under {results}/{name or '*'}/*/optuna.db yet (phases 1 and 3 write one)")
+    storages = study_storages(results, name)
+    services += [_optuna_dashboard(storage, host, optuna_port + i) for i, storage in enumerate(storages)]
+    if not storages:
+        notes.append(f"Optuna: no study under {results}/{name or '*'} yet (phases 1 and 3 write one, in "
+                     f"{results}/EXP/optuna.db)")
     for service in services:
         _check_port(service)
     return services, notes
@@ -76,13 +82,40 @@ def _check_store(uri: str, default: bool) -> None:
         raise InputError("no MLflow store", where=str(path) if not default else f"{path} (the default store)", fix=fix)
 
 
-def study_files(results: Path, name: str | None) -> list[Path]:
-    """Every phase's Optuna database: of experiment `name`, or of all experiments."""
+def study_storages(results: Path, name: str | None) -> list[str]:
+    """The Optuna storage of experiment `name`, or of every experiment (results/EXP/optuna.db,
+    or the storage its phases' phase.json name), and the own optuna.db of each phase run before
+    the experiment had one storage; as optuna-dashboard takes them (a database URL or a journal
+    file's path), each once."""
     if name is not None and not (results / name).is_dir():
         known = sorted(p.name for p in results.glob("*/") if p.is_dir()) if results.is_dir() else []
         raise InputError(f"no experiment {name!r}", where=str(results / name),
                          fix=f"give one of {', '.join(known)}" if known else "run a search first")
-    return sorted(results.glob(f"{name or '*'}/*/optuna.db"))
+    found: list[str] = []
+    for exp in sorted(p for p in results.glob(name or "*") if p.is_dir()):
+        named = [study[0] for study in map(_phase_study, _phase_dirs(exp)) if study is not None]
+        files = [exp / OPTUNA_DB, *sorted(exp.glob(f"*/{OPTUNA_DB}")), *sorted(exp.glob(f"*/*/{OPTUNA_DB}"))]
+        found += [s for s in [*named, *(f"sqlite:///{f.resolve()}" for f in files)] if _exists(s) and s not in found]
+    return found
+
+
+def _phase_dirs(exp: Path) -> list[Path]:
+    """The phase folders of an experiment (classify's methods one level further down)."""
+    return sorted({p.parent for pattern in (f"*/{PHASE_JSON}", f"*/*/{PHASE_JSON}") for p in exp.glob(pattern)})
+
+
+def _phase_study(phase_dir: Path) -> tuple[str, str] | None:
+    try:
+        return phase_study(phase_dir)
+    except InputError:  # an unreadable phase.json: its study is not shown, the others are
+        return None
+
+
+def _exists(storage: str) -> bool:
+    """A file storage that is there (a database server: assumed so; the dashboard says if not)."""
+    if storage.startswith("sqlite:///"):
+        return Path(storage[len("sqlite:///"):]).is_file()
+    return "://" in storage or Path(storage).is_file()
 
 
 def _mlflow_ui(uri: str, host: str, port: int) -> Service:
@@ -92,10 +125,23 @@ def _mlflow_ui(uri: str, host: str, port: int) -> Service:
     return Service("MLflow UI", argv, host, port, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
 
-def _optuna_dashboard(db: Path, host: str, port: int) -> Service:
+def _optuna_dashboard(storage: str, host: str, port: int) -> Service:
     executable = Path(sys.executable).with_name("optuna-dashboard")
-    argv = [str(executable), f"sqlite:///{db.resolve()}", "--host", host, "--port", str(port), "--quiet"]
-    return Service(f"Optuna dashboard ({db})", argv, host, port)
+    argv = [str(executable), storage, "--host", host, "--port", str(port), "--quiet"]
+    return Service(f"Optuna dashboard ({_label(storage)})", argv, host, port)
+
+
+def _label(storage: str) -> str:
+    """How the dashboard's line names its storage: a file relative to here where it can be, a
+    database URL without its password."""
+    path = Path(storage[len("sqlite:///"):]) if storage.startswith("sqlite:///") else None
+    if path is None and "://" not in storage:
+        path = Path(storage)
+    if path is not None:
+        with contextlib.suppress(ValueError):
+            return str(path.relative_to(Path.cwd().resolve()))
+        return str(path)
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", storage)
 
 
 def _check_port(service: Service) -> None:

@@ -97,13 +97,13 @@ def api(base: str, path: str, body: dict) -> dict:
 def test_it_prints_both_urls_on_loopback(ui, finished):
     mlflow_port, optuna_port = ui["ports"]
     assert ui["urls"] == {"MLflow UI": f"http://127.0.0.1:{mlflow_port}",
-                          f"Optuna dashboard (results/demo/phase1/optuna.db)": f"http://127.0.0.1:{optuna_port}"}
+                          f"Optuna dashboard (results/demo/optuna.db)": f"http://127.0.0.1:{optuna_port}"}
     assert listening_addresses(mlflow_port) == {"127.0.0.1"}
     assert listening_addresses(optuna_port) == {"127.0.0.1"}
 
 
 def test_optuna_dashboard_serves_the_phase1_study(ui):
-    with urllib.request.urlopen(f"{ui['urls']['Optuna dashboard (results/demo/phase1/optuna.db)']}/api/studies",
+    with urllib.request.urlopen(f"{ui['urls']['Optuna dashboard (results/demo/optuna.db)']}/api/studies",
                                 timeout=30) as response:
         studies = json.loads(response.read())["study_summaries"]
     assert [s["study_name"] for s in studies] == ["demo-phase1"]

@@ -102,9 +102,13 @@ class ProgressLines(Callback):
     is: trials done of its total, the best value so far beside the chance level, the time spent
     and an estimate of the time left."""
 
-    def __init__(self, phase: str, metric: str, epochs: int, total: int | None = None):
+    def __init__(self, phase: str, metric: str, epochs: int, total: int | None = None, mode: str = "max",
+                 done_before: int = 0, best_before: float | None = None):
         self.phase, self.metric, self.epochs, self.total = phase, metric, epochs, total
-        self.started, self.best, self.chance = time.monotonic(), None, None
+        self.mode = mode  # max or min: which value is the best so far
+        # a run extending a finished phase counts on from the phase's trials and best value
+        self.done_before = done_before
+        self.started, self.best, self.chance = time.monotonic(), best_before, None
 
     def _say(self, trial, text: str) -> None:
         print(f"[{self.phase}] trial {trial.trial_id}: {text}", file=sys.stderr, flush=True)
@@ -115,9 +119,13 @@ class ProgressLines(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric, float("nan"))
         self.chance = result.get("chance_objective", self.chance) if self.metric == "objective" else None
-        if isinstance(value, (int, float)) and value == value and (self.best is None or value > self.best):
+        if isinstance(value, (int, float)) and value == value and (self.best is None or self._better(value)):
             self.best = value
         self._say(trial, f"epoch {result['epoch']}/{self.epochs} {self.metric}={value:.4g}")
+
+    def _better(self, value: float) -> bool:
+        # a callback pickled before `mode` existed was a maximising one
+        return value < self.best if getattr(self, "mode", "max") == "min" else value > self.best
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epochs = (trial.last_result or {}).get("epoch", 0)
@@ -126,16 +134,19 @@ class ProgressLines(Callback):
 
     def progress(self, trials) -> str:
         """'5/16 trials done, best objective 29.9 (chance 3.4), 2m10s, about 4m left'."""
+        before = getattr(self, "done_before", 0)  # a callback pickled before it existed: 0
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # this one is not marked yet
         total = max(len(trials), self.total or 0)  # a searcher creates its trials as it goes
         elapsed = time.monotonic() - self.started
+        if 0 < done < total:
+            left = f", about {_duration(elapsed / done * (total - done))} left"
+        else:
+            left = ""
+        done, total = done + before, total + before
         text = f"{done}/{total} trials done"
         if self.best is not None:
             text += f", best {self.metric} {self.best:.4g}" + (f" (chance {self.chance:.3g})" if self.chance else "")
-        text += f", {_duration(elapsed)}"
-        if 0 < done < total:
-            text += f", about {_duration(elapsed / done * (total - done))} left"
-        return text
+        return text + f", {_duration(elapsed)}{left}"
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._say(trial, f"failed (failure {trial.num_failures}); retrying from its latest checkpoint, if it has one")

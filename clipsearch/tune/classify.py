@@ -48,7 +48,7 @@ PROTOCOL = "classify"
 #: method -> (what the table calls it, its criterion)
 METHODS = {"ce": ("Supervised", "CrossEntropyLoss"), "ntxent": ("SimCLR + linear probe", "NT-Xent (InfoNCE)"),
            "supcon": ("SupCon + linear probe", "SupCon")}
-_METHOD_KEYS = ("num_samples", "params")
+_METHOD_KEYS = ("num_samples", "params", "points")
 FINAL_JSON = "final.json"
 TSNE_POINTS = 1000
 
@@ -87,7 +87,7 @@ def _method_space(common: dict, block: Any, method: str, path: Path, where: str,
     at = f"{where}: methods.{method}"
     block = block or {}
     if not isinstance(block, dict) or set(block) - set(_METHOD_KEYS):
-        raise InputError("a method block takes num_samples and params", where=at,
+        raise InputError("a method block takes num_samples, params and points", where=at,
                          fix="write `ce: {num_samples: 3, params: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}}`")
     params = {**(common.get("params") or {}), **(block.get("params") or {})}
     if "loss.name" in params:
@@ -123,13 +123,13 @@ def prepare_classify(opts: Options, methods: list[str] | None = None) -> list[Pl
     path = opts.space or default_space_path(PROTOCOL, opts.quick, opts.spaces_dir)
     spaces = load_classify_spaces(path, space_overrides(opts), methods)
     plans = [_plan(method, space, opts, root / method) for method, space in spaces.items()]
-    for message in filter(None, (startup_warning_of(plan.state) for plan in plans)):
+    for message in filter(None, (m for plan in plans for m in [*plan.notes, startup_warning_of(plan.state)])):
         print(message, file=sys.stderr)  # after every method's checks: a bad input stays one line
     return plans
 
 
 def _plan(method: str, space: SearchSpace, opts: Options, method_dir: Path) -> Plan:
-    plan = new_plan(f"{PROTOCOL}-{method}", space, opts, method_dir, asha=True, extra={"method": method})
+    plan = new_plan(f"{PROTOCOL}-{method}", space, opts, method_dir, extra={"method": method})
     _check_data(space)
     return plan
 

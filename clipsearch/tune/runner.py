@@ -17,15 +17,17 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import tracking
 from ..config import flatten
-from ..results import (BEST_JSON, HISTORY_DIR, OPTUNA_DB, PHASE_JSON, RAY_DIR, TRIALS_CSV, RunFolder, TrialRecord,
-                       best_summary, rank_trials, read_history, trial_rows, write_json, write_trials_csv)
-from .space import Base, OptunaSpace, optuna_sampler, resolved_flat
+from ..results import (BEST_JSON, HISTORY_DIR, PHASE_JSON, STATE_DIR, TRIALS_CSV, RunFolder, TrialRecord, best_summary,
+                       phase_study, rank_trials, read_history, trial_rows, write_json, write_trials_csv)
+from .budget import EpochBudget, budget_line, budget_stop
+from .schedulers import build_scheduler, tune_domain
+from .space import Base, OptunaSpace, SearchedParam, optuna_sampler, resolved_flat
 
 #: called with the phase folder once trials.csv, best.json and phase.json are written
 AfterPhase = Callable[[Path], None]
@@ -51,6 +53,8 @@ class Plan:
     #: what the caller does once the phase's files are written (the CLI: report_after_run, which
     #: keeps a failing report from failing the phase); never written to phase.json
     after_phase: AfterPhase | None = None
+    #: warnings the caller prints once every check has passed (a point's value drawn instead)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -86,8 +90,9 @@ def execute(plan: Plan) -> Outcome:
     try:
         # stdout carries only the command's JSON result; Tune prints its banner there
         with contextlib.redirect_stdout(sys.stderr):
+            fit_started = time.time()
             _tuner(plan).fit()
-        outcome = _finish(plan, client, parent, started)
+        outcome = _finish(plan, client, parent, started, time.time() - fit_started)
         status = "FINISHED" if outcome.best else "FAILED"
     except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
@@ -111,8 +116,10 @@ def _end_phase_run(client, exp_id: str, parent: str, status: str) -> None:
 
 def _parent_params(state: dict) -> dict[str, Any]:
     keep = ("space", "metric", "num_samples", "max_concurrent", "seed", "max_failures", "storage_path")
-    return {**{k: state[k] for k in keep}, "base": state["base"]["name"],
+    return {**{k: state[k] for k in keep}, "base": state["base"]["name"], "mode": mode_of(state),
             **{f"sampler.{k}": v for k, v in state.get("sampler", {}).items()},
+            **{f"scheduler.{k}": v for k, v in scheduler_of(state).items()},
+            **{f"budget.{k}": v for k, v in state.get("budget", {}).items()},
             **{f"const.{k}": v for k, v in state["constants"].items()}}
 
 
@@ -149,6 +156,10 @@ def _tuner(plan: Plan):
 def _param_space(state: dict) -> dict[str, Any]:
     from ray import tune
 
+    if search_of(state) == "random":  # a pbt phase: Tune draws each param itself
+        known = {**state.get("carried", {}), **state["constants"]}
+        drawn = {p.key: tune_domain(p) for p in searched_params(state) if p.active(known)}
+        return {**known, **drawn}
     grid = state.get("grid")
     if grid is None:
         return {}  # Optuna's define-by-run function holds the whole space
@@ -161,54 +172,98 @@ def _param_space(state: dict) -> dict[str, Any]:
 
 def _tune_config(plan: Plan):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+
+    state = plan.state
+    budget = state.get("budget", {})
+    return tune.TuneConfig(search_alg=_search_alg(plan), scheduler=build_scheduler(scheduler_of(state),
+                                                                                   searched_params(state)),
+                           num_samples=run_samples(state), metric=state["metric"], mode=mode_of(state),
+                           reuse_actors=state["reuse_actors"], trial_dirname_creator=_trial_dirname,
+                           time_budget_s=budget.get("time_budget_s"))
+
+
+def _search_alg(plan: Plan):
+    """Optuna behind a concurrency limit; a grid's or a pbt phase's random draws: Tune's own."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     state = plan.state
-    if plan.optuna_space is None:
-        search = BasicVariantGenerator(max_concurrent=state["max_concurrent"])
-    else:
-        search = ConcurrencyLimiter(_optuna_search(plan), max_concurrent=state["max_concurrent"])
-    asha = state.get("asha")
-    # time_attr "epoch" rather than training_iteration: the same here, but the epoch is what
-    # train() counts and it survives a restore unchanged
-    scheduler = ASHAScheduler(time_attr="epoch", **asha) if asha else None
-    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=state["num_samples"],
-                           metric=state["metric"], mode="max", reuse_actors=state["reuse_actors"],
-                           trial_dirname_creator=_trial_dirname)
+    search = search_of(state)
+    if search == "optuna":
+        return ConcurrencyLimiter(_optuna_search(plan), max_concurrent=state["max_concurrent"])
+    if search == "random":
+        return BasicVariantGenerator(max_concurrent=state["max_concurrent"], points_to_evaluate=_points(state) or None,
+                                     random_state=_search_seed(state))
+    return BasicVariantGenerator(max_concurrent=state["max_concurrent"])
+
+
+def search_of(state: dict) -> str:
+    """How a phase draws its trials: "optuna", "grid" or "random" (a pbt phase)."""
+    return state.get("search", "grid" if "grid" in state else "optuna")
+
+
+def scheduler_of(state: dict) -> dict[str, Any]:
+    """The phase's scheduler settings (phase.json files from before `scheduler:`: ASHA or none)."""
+    if "scheduler" in state:
+        return state["scheduler"]
+    return {"kind": "asha", **state["asha"]} if state.get("asha") else {"kind": "none"}
+
+
+def mode_of(state: dict) -> str:
+    return state.get("mode", "max")
+
+
+def searched_params(state: dict) -> list[SearchedParam]:
+    """The params the phase draws, as phase.json keeps them (relative ranges resolved)."""
+    return [SearchedParam.from_json(p) for p in state.get("params", [])]
+
+
+def _points(state: dict) -> list[dict[str, Any]]:
+    """What the run enqueues first: the phase's points (phase 3: phase 2's best, then the file's);
+    none for a run that extends a finished phase (its study ran them)."""
+    return [] if state.get("run", 1) > 1 else list(state.get("points", []))
+
+
+def _search_seed(state: dict) -> int:
+    # the search's own seed (bench search varies it alone); phase.json files from before it: the
+    # trials' seed; an extension's run draws on from seed + its run number (not the first run's draws)
+    return state.get("search_seed", state["seed"]) + state.get("run", 1) - 1
 
 
 def _optuna_search(plan: Plan):
     import optuna
 
     from .searcher import ResumableOptunaSearch
+    from .studies import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     state = plan.state
-    # the study lives beside the phase's files so it survives a restart of the driver
-    storage = optuna.storages.RDBStorage(f"sqlite:///{plan.phase_dir / OPTUNA_DB}")
-    # points_to_evaluate are enqueued once, as the study is created here; a resumed phase's
+    # the experiment's storage (a phase from before it: its own optuna.db) outlives the driver;
+    # Ray's OptunaSearch loads the study if it exists (an extension goes on with every trial
+    # the phase ran) and enqueues the points as it creates the searcher here; a resumed run's
     # searcher (sampler and study included) comes back from Tune's snapshot, not through this
-    # the search's own seed (bench search varies it alone); phase.json files from before it: the trials' seed
-    sampler = optuna_sampler(state["sampler"], state.get("search_seed", state["seed"]))
-    return ResumableOptunaSearch(plan.optuna_space, metric=state["metric"], mode="max", storage=storage,
-                                 study_name=_study_name(state), sampler=sampler,
-                                 points_to_evaluate=state["points"], max_epochs=_epochs(state))
+    storage, study_name = phase_study(plan.phase_dir, state)
+    sampler = optuna_sampler(state["sampler"], _search_seed(state))
+    optuna_space = plan.optuna_space or OptunaSpace(searched_params(state),
+                                                    {**state.get("carried", {}), **state["constants"]})
+    return ResumableOptunaSearch(optuna_space, metric=state["metric"], mode=mode_of(state),
+                                 storage=open_storage(storage), study_name=study_name, sampler=sampler,
+                                 points_to_evaluate=_points(state), max_epochs=_epochs(state))
 
 
-def _study_name(state: dict) -> str:
-    return f"{state['experiment']}-{state['phase']}"
-
-
-def _close_ghost_optuna_trials(phase_dir: Path, study_name: str) -> None:
-    """A driver killed just after the searcher asked Optuna for a trial, before Tune's next
-    snapshot, leaves that Optuna trial RUNNING forever (the resumed phase never knew it):
-    once every Tune trial is done, such leftovers are marked FAIL."""
+def _close_unfinished_optuna_trials(phase_dir: Path, state: dict) -> None:
+    """Optuna trials still RUNNING once every Tune trial is done: those a budget cut short
+    (Tune stops them without telling the searcher) are PRUNED at the epochs they reported;
+    one a driver killed just after the searcher asked for it, before Tune's next snapshot (the
+    resumed phase never knew it), reported nothing and is marked FAIL."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{phase_dir / OPTUNA_DB}")
+    from .studies import open_storage
+
+    storage, study_name = phase_study(phase_dir, state)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        cut = bool(trial.intermediate_values)
+        study.tell(trial.number, state=optuna.trial.TrialState.PRUNED if cut else optuna.trial.TrialState.FAIL)
 
 
 def _run_config(state: dict, phase_dir: Path):
@@ -216,15 +271,21 @@ def _run_config(state: dict, phase_dir: Path):
 
     from .callbacks import DropSnapshotOlderCheckpoints, MLflowTrialRuns, ProgressLines, PruneFinished, TrialHistory
 
+    budget = state.get("budget", {})
+    stop = EpochBudget(budget["epochs"], phase_dir / HISTORY_DIR, data_fraction(state)) if "epochs" in budget else None
     return tune.RunConfig(
-        name=RAY_DIR, storage_path=state["storage_path"], verbose=0,
+        # the phase's first run is RAY_DIR; a run extending it once finished: ray-2, ray-3, ...
+        name=state["experiment_path"].rstrip("/").rsplit("/", 1)[-1], storage_path=state["storage_path"], verbose=0,
+        stop=stop,
         failure_config=tune.FailureConfig(max_failures=state["max_failures"]),
         # Tune keeps every checkpoint; DropSnapshotOlderCheckpoints deletes those the experiment
         # snapshot no longer names (Tune's num_to_keep=1 deleted the one it still named: see there)
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"],
                                    state["base"]),
-                   ProgressLines(state["phase"], state["metric"], _epochs(state), _trial_count(state)), PruneFinished(),
+                   ProgressLines(state["phase"], state["metric"], _epochs(state), _trial_count(state),
+                                 mode=mode_of(state), done_before=state.get("trials_before", 0),
+                                 best_before=state.get("best_before")), PruneFinished(),
                    DropSnapshotOlderCheckpoints(), TrialHistory(phase_dir / HISTORY_DIR)],
     )
 
@@ -235,20 +296,21 @@ def _trial_dirname(trial) -> str:
 
 # ------------------------------------------------------------------------------ results
 
-def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
+def _finish(plan: Plan, client, parent: str, started: float, run_seconds: float = 0.0) -> Outcome:
     state = plan.state
-    records = collect_records(state["experiment_path"], plan.phase_dir / HISTORY_DIR)
+    records = phase_records(state, plan.phase_dir / HISTORY_DIR)
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
-    epochs = _epochs(state)
-    rows = trial_rows(records, rank_trials(records, state["metric"]), state["metric"], epochs)
+    epochs, metric, mode = _epochs(state), state["metric"], mode_of(state)
+    rows = trial_rows(records, rank_trials(records, metric, mode), metric, epochs, mode)
     write_trials_csv(plan.phase_dir / TRIALS_CSV, rows)
     if unfinished:
         raise Interrupted(f"{plan.phase} was interrupted with {len(unfinished)} trial(s) unfinished; "
                         f"continue it with --resume")
-    if state.get("grid") is None:  # an Optuna search
-        _close_ghost_optuna_trials(plan.phase_dir, _study_name(state))
+    if search_of(state) == "optuna":
+        _close_unfinished_optuna_trials(plan.phase_dir, state)
+    _say_budget(plan, records, run_seconds)
     searched = sorted({k for r in records for k in r.config} - set(state["constants"]))
-    best = best_summary(plan.phase, state["experiment"], state["metric"], records, searched)
+    best = best_summary(plan.phase, state["experiment"], metric, records, searched, mode)
     if best is not None:
         best["resolved_config"] = _resolved(state, records, best["trial_id"])
         write_json(plan.phase_dir / BEST_JSON, best)
@@ -261,11 +323,52 @@ def _finish(plan: Plan, client, parent: str, started: float) -> Outcome:
     return Outcome(plan.phase, plan.phase_dir, best, len(records), errored, time.time() - started)
 
 
+def phase_records(state: dict, history_dir: Path) -> list[TrialRecord]:
+    """Every trial of the phase: those of its first run and of each run that extended it, less
+    the trials a budget stopped before their first epoch (they trained nothing)."""
+    paths = [*state.get("earlier_runs", []), state["experiment_path"]]
+    records = [r for path in paths for r in collect_records(path, history_dir)]
+    return [r for r in records if r.history or r.status != "TERMINATED"]
+
+
+def _say_budget(plan: Plan, records: list[TrialRecord], run_seconds: float) -> None:
+    """The line saying which budget stopped the run (phase.json keeps it as `stopped_by`); the
+    trials it cut keep best/model.pt only, as finished trials do."""
+    state = plan.state
+    stop = budget_stop(state.get("budget", {}), records, data_fraction(state), run_seconds)
+    state["stopped_by"] = stop
+    if stop is None:
+        return
+    print(budget_line(plan.phase, stop, len(records)), file=sys.stderr)
+    for record in records:
+        if record.status == "TERMINATED" and record.checkpoint:
+            _drop_resume_state(record.checkpoint)
+
+
+def _drop_resume_state(location: str) -> None:
+    from ray import tune
+
+    checkpoint = tune.Checkpoint(location)
+    with contextlib.suppress(OSError):  # a trial PruneFinished had emptied already
+        checkpoint.filesystem.delete_dir(f"{checkpoint.path}/{STATE_DIR}")
+
+
+def data_fraction(state: dict) -> float:
+    """data.fraction of the phase's trials (a constant or the base's; a searched one is read from
+    each trial's config where it is known)."""
+    return Base.from_json(state["base"]).config(state["constants"], "phase.json").data.fraction
+
+
+def run_samples(state: dict) -> int:
+    """The samples this run draws: num_samples, less the trials of the runs it extends."""
+    return state["num_samples"] - state.get("trials_before", 0)
+
+
 def _trial_count(state: dict) -> int:
-    """The trials the phase will run: num_samples, times the cells of its grid if it has one."""
+    """The trials the run will run: its samples, times the cells of its grid if it has one."""
     grid = state.get("grid")
     if grid is None:
-        return state["num_samples"]
+        return run_samples(state)
     cells = 1
     for values in [grid.get("optimizer"), grid.get("loss"), *grid["axes"].values()]:
         cells *= len(values) if values else 1

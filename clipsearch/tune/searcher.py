@@ -2,7 +2,7 @@
 about the trials ASHA stops.
 
 Two records of the same search are written at different times: Optuna writes every result
-and every `tell` to its study (results/EXP/PHASE/optuna.db) at once, while Tune snapshots its
+and every `tell` to its study (the experiment's storage, results/EXP/optuna.db) at once, while Tune snapshots its
 trials and the searcher's state only every few seconds. A driver killed between the two
 leaves a trial that Optuna has already finished but that Tune's snapshot still shows running.
 `Tuner.restore` then runs that trial on from its checkpoint, and the stock searcher reports its
@@ -37,6 +37,8 @@ import math
 from optuna.trial import TrialState
 from ray.air.constants import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
+
+from ..results import best_of
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class ResumableOptunaSearch(OptunaSearch):
             self._tell(ot_trial, state=TrialState.PRUNED)
         else:
             # no state: Optuna tells a non-finite value FAIL rather than COMPLETE
-            self._tell(ot_trial, _best(self._stored(ot_trial).intermediate_values.values(), value))
+            self._tell(ot_trial, _best(self._stored(ot_trial).intermediate_values.values(), value, self._mode))
         self._completed_trials.add(trial_id)
 
     def _tell(self, ot_trial, value: float | None = None, state: TrialState | None = None) -> None:
@@ -135,10 +137,11 @@ def _epoch(result: dict) -> int:
     return int(result["epoch"] if "epoch" in result else result[TRAINING_ITERATION])
 
 
-def _best(values, last: float) -> float:
-    """A complete trial's value for Optuna: its best epoch's, the score clipsearch ranks it by
-    (ranking.TrialRecord.score) and the epoch whose weights it keeps, so that the study's best
-    trial is best.json's. (Every complete trial ran the same epochs; a pruned one's value is its
-    last epoch's, which is what TPE and ASHA compare it by.)"""
+def _best(values, last: float, mode: str = "max") -> float:
+    """A complete trial's value for Optuna: its best epoch's (the highest, or the lowest under
+    mode min), the score clipsearch ranks it by (ranking.TrialRecord.score) and the epoch whose
+    weights it keeps, so that the study's best trial is best.json's. (Every complete trial ran
+    the same epochs; a pruned one's value is its last epoch's, which is what TPE and ASHA compare
+    it by.)"""
     finite = [v for v in values if math.isfinite(v)]
-    return max(finite) if finite else last
+    return best_of(finite, mode) if finite else last

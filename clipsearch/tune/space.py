@@ -1,14 +1,18 @@
 """Search spaces: the YAML files in search_spaces/, read and checked before Ray starts.
 
-A file names the config the trials start from, the metric to maximise, the trial budget and
+A file names the config the trials start from, the metric and its direction, the budget and
 the parameters:
 
     base: quick               # preset (quick | default) or a config YAML path
-    metric: objective         # maximised
+    metric: objective         # any metric train() reports, or train_loss
+    mode: max                 # max (the default) or min (a loss)
     num_samples: 24           # trials (phase 2: repeats of the grid)
     max_concurrent: 2
-    asha: {grace_period: 1, reduction_factor: 2}    # phase 1 only; max_t = train.epochs
+    budget: {minutes: 30, epochs: 40}               # optional: wall time and full-data epochs
+    scheduler: {kind: asha, grace_period: 1}        # Tune's trial scheduler (clipsearch.tune.schedulers)
     sampler: {kind: tpe, n_startup_trials: 3}       # the Optuna phases (1, 3, classify) only
+    points:                                         # the Optuna phases: configurations run first
+      - {optimizer.name: adamw, optimizer.lr: 2.0e-3}
     top_optimizers: 3                               # phase 2 only
     params:
       loss.name: {choice: [sogclr, isogclr]}
@@ -21,6 +25,16 @@ Distributions: uniform [low, high], loguniform [low, high] (low > 0), int [low, 
 (inclusive), choice [...], grid [...]. `when: {param: [values]}` makes a parameter exist only
 in trials where `param` takes one of `values`. `relative: true` (phase 3) reads the bounds as
 factors of the value phase 2's best trial ran with. Keys are dotted config keys.
+
+`points:` (the Optuna phases) lists known-good configurations, flat dotted keys of searched
+params, each value one its param can draw; the study runs them first, in order (phase 3: after
+phase 2's best). A point may leave params out (they are drawn); a conditional param needs its
+`when:` target in the point (or a constant). A relative param's value (phase 3) is checked once
+phase 2's best fixes its range: outside it, it is drawn instead, with a warning.
+
+`budget:` (optional): `minutes` (or `time_budget_s`) of wall time for the phase's run (Ray's
+TuneConfig.time_budget_s), and `epochs`: full-data epochs over all the phase's trials (a trial's
+epochs x its data.fraction); once spent, the phase stops its trials and ends as usual.
 
 `sampler:` (phases 1, 3 and classify; optional) picks Optuna's sampler, seeded with the phase's
 seed: `kind: tpe` (the default; options n_startup_trials, multivariate (true), group (follows
@@ -53,6 +67,7 @@ from typing import Any
 
 from ..config import Config, apply_settings, build_config, flatten, read_base, read_yaml
 from ..errors import InputError
+from .schedulers import asha_settings, parse_scheduler
 
 NUMERIC = ("uniform", "loguniform", "int")
 LISTS = ("choice", "grid")
@@ -77,23 +92,28 @@ class PhaseKind:
     extra_keys: tuple[str, ...] = ()   # top-level keys beyond the common ones
     provided: tuple[str, ...] = ()     # keys the phase sets from the previous phase's results
     relative: bool = False             # whether `relative: true` bounds are allowed
+    scheduler: str = "none"            # the scheduler kind without a `scheduler:` block
 
 
 PHASES = {
-    "phase1": PhaseKind("phase1", "optuna", extra_keys=("asha", "sampler")),
+    "phase1": PhaseKind("phase1", "optuna", extra_keys=("asha", "sampler", "points"), scheduler="asha"),
     "phase2": PhaseKind("phase2", "grid", extra_keys=("top_optimizers",), provided=("optimizer.name",)),
-    "phase3": PhaseKind("phase3", "optuna", extra_keys=("sampler",), provided=("loss.name", "optimizer.name"),
+    "phase3": PhaseKind("phase3", "optuna", extra_keys=("sampler", "points"), provided=("loss.name", "optimizer.name"),
                         relative=True),
     # the classification protocol (seed 002): one Optuna + ASHA search per method, each method's
     # space = the file's common params + its own (see clipsearch.tune.classify)
-    "classify": PhaseKind("classify", "optuna", extra_keys=("asha", "methods", "sampler")),
+    "classify": PhaseKind("classify", "optuna", extra_keys=("asha", "methods", "sampler", "points"), scheduler="asha"),
     # SupCon fine-tuning for retrieval (seed 000): a grid of short runs, zero-shot baselines
     # first, the best cell trained long_epochs after (see clipsearch.tune.supcon)
     "supcon_sweep": PhaseKind("supcon_sweep", "grid", extra_keys=("baselines", "long_epochs")),
     # every cell of the file's grid axes, nothing before it (`clipsearch bench search`)
     "grid": PhaseKind("grid", "grid"),
 }
-_COMMON_KEYS = ("base", "metric", "num_samples", "max_concurrent", "params")
+_COMMON_KEYS = ("base", "metric", "mode", "num_samples", "max_concurrent", "budget", "scheduler", "params")
+#: what train() reports about training itself that a space may optimise (beside the evaluators'
+#: metrics): the epoch's mean training loss, with `mode: min`
+TRAINING_METRICS = ("train_loss",)
+MODES = ("max", "min")
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,16 @@ class SearchedParam:
         if self.kind in LISTS:
             return next(v for v in self.values if _same(value, v))
         return int(value) if self.kind == "int" else float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        """What phase.json keeps of it (an extension of the phase draws from the same params)."""
+        return {"key": self.key, "kind": self.kind, "values": list(self.values),
+                "when": {k: list(v) for k, v in self.when.items()}, "relative": self.relative}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SearchedParam:
+        return cls(data["key"], data["kind"], tuple(data["values"]),
+                   {k: tuple(v) for k, v in data.get("when", {}).items()}, bool(data.get("relative")))
 
     def scaled(self, centre: float, clip: tuple[float | None, float | None]) -> SearchedParam:
         """The absolute parameter of a `relative: true` one: bounds times `centre`, kept in `clip`."""
@@ -189,8 +219,12 @@ class SearchSpace:
     max_concurrent: int
     constants: dict[str, Any]
     params: list[SearchedParam]                # in an order where every `when` target comes first
-    asha: dict[str, int] = field(default_factory=dict)
+    asha: dict[str, int] = field(default_factory=dict)    # the scheduler's settings when it is ASHA
     sampler: dict[str, Any] = field(default_factory=dict)  # Optuna phases: the file's block, kind filled in
+    mode: str = "max"                                      # the metric's direction: max or min
+    points: list[dict[str, Any]] = field(default_factory=list)  # Optuna phases: run first, in order
+    scheduler: dict[str, Any] = field(default_factory=dict)     # kind + options (schedulers.parse_scheduler)
+    budget: dict[str, float] = field(default_factory=dict)      # time_budget_s and/or epochs (full-data)
     top_optimizers: int = 3
     baselines: list[str] = field(default_factory=list)   # supcon_sweep: towers ranked zero-shot
     long_epochs: int = 1                                   # supcon_sweep: epochs of the best cell
@@ -419,7 +453,8 @@ def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dic
         constants[key] = value
     space = SearchSpace(
         path=where, phase=phase, base=base,
-        metric=_choice_of(doc, "metric", reported_metrics(), "objective", where),
+        metric=_choice_of(doc, "metric", reported_metrics() + TRAINING_METRICS, "objective", where),
+        mode=_mode(doc, where),
         num_samples=_positive_int(doc, "num_samples", 1 if kind.search == "grid" else 10, where),
         max_concurrent=_positive_int(doc, "max_concurrent", 2, where),
         constants=absolute_paths(constants, Path.cwd()),
@@ -428,10 +463,16 @@ def space_from_doc(doc: dict, phase: str, path: Path, where: str, overrides: dic
     )
     _check_conditions(space, kind)
     check_against_config(space, provided=_provided_values(kind))
-    if "asha" in kind.extra_keys:
-        space.asha = _asha(doc.get("asha", {}), space, where, epochs_overridden="train.epochs" in (overrides or {}))
     if "sampler" in kind.extra_keys:
         space.sampler = _sampler(doc.get("sampler", {}), f"{where}: sampler")
+    space.scheduler = parse_scheduler(doc.get("scheduler"), doc.get("asha"), kind.scheduler,
+                                      space.epochs(), space.params, max_concurrent=space.max_concurrent,
+                                      has_sampler="sampler" in doc, where=where,
+                                      epochs_overridden="train.epochs" in (overrides or {}))
+    space.asha = asha_settings(space.scheduler)
+    space.budget = _budget(doc.get("budget"), f"{where}: budget")
+    if "points" in kind.extra_keys:
+        space.points = _points(doc.get("points"), space, kind, f"{where}: points")
     if "baselines" in kind.extra_keys:
         space.baselines = _tower_list(doc.get("baselines", []), f"{where}: baselines")
         space.long_epochs = _positive_int(doc, "long_epochs", 1, where)
@@ -489,41 +530,132 @@ def _choice_of(doc: dict, key: str, allowed: tuple, default: str, where: str) ->
     return value
 
 
+def _mode(doc: dict, where: str) -> str:
+    value = doc.get("mode", "max")
+    if value not in MODES:
+        raise InputError(f"mode must be max or min, got {value!r}", where=f"{where}: mode",
+                         fix="write `mode: max` (higher is better: objective, recalls) or `mode: min` (a loss)")
+    return value
+
+
+def _budget(doc: Any, where: str) -> dict[str, float]:
+    """`budget: {minutes: M}` (or `time_budget_s: S`) and/or `{epochs: E}` -> {time_budget_s, epochs}."""
+    if doc is None:
+        return {}
+    example = "write e.g. `budget: {minutes: 30}` or `budget: {epochs: 40}`"
+    if not isinstance(doc, dict) or not doc:
+        raise InputError(f"budget must be a mapping, got {doc!r}", where=where, fix=example)
+    for key, value in doc.items():
+        if key not in ("minutes", "time_budget_s", "epochs"):
+            raise InputError(f"unknown budget {key!r}", where=f"{where}.{key}",
+                             fix="a budget takes minutes (or time_budget_s) and epochs; the trials are num_samples")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InputError(f"{key} must be a number > 0, got {value!r}", where=f"{where}.{key}", fix=example)
+    if "minutes" in doc and "time_budget_s" in doc:
+        raise InputError("minutes and time_budget_s are the same budget", where=f"{where}.time_budget_s",
+                         fix="give one of them")
+    out = {}
+    if "minutes" in doc or "time_budget_s" in doc:
+        out["time_budget_s"] = float(doc["minutes"]) * 60 if "minutes" in doc else float(doc["time_budget_s"])
+    if "epochs" in doc:
+        out["epochs"] = float(doc["epochs"])
+    return out
+
+
+def _points(doc: Any, space: SearchSpace, kind: PhaseKind, where: str) -> list[dict[str, Any]]:
+    """The file's `points:`, checked against the params (a relative param's value once its range
+    is known: resolve_points), each value as its param draws it."""
+    if doc is None:
+        return []
+    example = "write `points:` with lines like `- {optimizer.name: adamw, optimizer.lr: 2.0e-3}`"
+    if not isinstance(doc, list):
+        raise InputError(f"points must be a list of configurations, got {doc!r}", where=where, fix=example)
+    by_key = {p.key: p for p in space.params}
+    out = []
+    for i, point in enumerate(doc, 1):
+        at = f"{where}[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise InputError(f"a point is a mapping of searched params to values, got {point!r}", where=at, fix=example)
+        for key, value in point.items():
+            _check_point_key(str(key), value, space, by_key, f"{at}.{key}")
+        _check_point_conditions(point, space, kind, by_key, at)
+        out.append({str(k): v if by_key[str(k)].relative else by_key[str(k)].as_drawn(v) for k, v in point.items()})
+    return out
+
+
+def _check_point_key(key: str, value: Any, space: SearchSpace, by_key: dict[str, SearchedParam], at: str) -> None:
+    param = by_key.get(key)
+    if param is None:
+        what = "a constant of the space: every trial has it" if key in space.constants else "not a searched param"
+        raise InputError(f"{key} is {what}", where=at,
+                         fix=f"a point sets searched params: {', '.join(by_key) or 'this space searches none'}")
+    if param.relative:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise InputError(f"{key} must be a number > 0, got {value!r}", where=at,
+                             fix="give the value itself (it must fall in the range around phase 2's best)")
+        return
+    if not param.holds(value):
+        raise InputError(f"{key}={value!r} is outside its distribution {_distribution_text(param)}", where=at,
+                         fix="give a value the param can draw, or widen its distribution")
+
+
+def _check_point_conditions(point: dict, space: SearchSpace, kind: PhaseKind, by_key: dict[str, SearchedParam],
+                            at: str) -> None:
+    """A conditional param's value applies only where its `when:` holds: the target must be in the
+    point or a constant (or set by the previous phase: then the value is dropped if it does not apply)."""
+    for key in point:
+        for target, allowed in by_key[key].when.items():
+            if target in point or target in space.constants:
+                value = point[target] if target in point else space.constants[target]
+                if value not in allowed:
+                    raise InputError(f"{key} exists only when {target} is one of {list(allowed)}, and the point "
+                                     f"has {target}={value!r}", where=f"{at}.{key}",
+                                     fix=f"drop {key} from the point, or set {target} to one of {list(allowed)}")
+            elif target not in kind.provided:
+                raise InputError(f"{key} exists only when {target} is one of {list(allowed)}: the point must say "
+                                 f"which {target} it is for", where=f"{at}.{key}",
+                                 fix=f"add {target} to the point")
+
+
+def _distribution_text(param: SearchedParam) -> str:
+    values = ", ".join(map(str, param.values))
+    return f"{{{param.kind}: [{values}]}}"
+
+
+def resolve_points(space: SearchSpace, points: list[dict[str, Any]], known: dict[str, Any],
+                   before: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """`before` (points enqueued first: phase 3's incumbent) and then the file's `points` as
+    `space` (its relative ranges resolved around `known`: phase 3's start) can enqueue them, and
+    a note for each value left out: a param that does not apply to these trials (its `when:`
+    fails on what the previous phase fixed), or a value outside its resolved range (both drawn
+    instead). A point that ends up equal to one before it is run once."""
+    by_key = {p.key: p for p in space.params}
+    out, notes = list(before or []), []
+    for i, point in enumerate(points, 1):
+        kept = {}
+        for key, value in point.items():
+            param = by_key.get(key)
+            if param is None or not param.active({**known, **point}):
+                notes.append(f"point {i}'s {key} does not apply to these trials (a `when:` fails on what the "
+                             f"previous phase fixed): left out")
+            elif not param.holds(value):
+                notes.append(f"point {i}'s {key}={value!r} is outside its range {_distribution_text(param)} "
+                             f"here: drawn instead")
+            else:
+                kept[key] = param.as_drawn(value)
+        if kept in out:
+            notes.append(f"point {i} is the same as a point before it: run once")
+        elif kept:
+            out.append(kept)
+    return out, notes
+
+
 def _positive_int(doc: dict, key: str, default: int, where: str) -> int:
     value = doc.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{key} must be a whole number >= 1, got {value!r}", where=f"{where}: {key}",
                          fix=f"write e.g. `{key}: {default}`")
     return value
-
-
-def _asha(doc: Any, space: SearchSpace, where: str, epochs_overridden: bool = False) -> dict[str, int]:
-    if not isinstance(doc, dict):
-        raise InputError("asha must be a mapping", where=f"{where}: asha",
-                         fix="write `asha: {grace_period: 1, reduction_factor: 2}`")
-    unknown = set(doc) - {"grace_period", "reduction_factor"}
-    if unknown:
-        raise InputError(f"unknown asha setting {sorted(unknown)[0]!r}", where=f"{where}: asha",
-                         fix="asha takes grace_period and reduction_factor (max_t is train.epochs)")
-    grace = _positive_int(doc, "grace_period", 1, f"{where}: asha")
-    factor = _positive_int(doc, "reduction_factor", 2, f"{where}: asha")
-    if factor < 2:
-        raise InputError("reduction_factor must be >= 2", where=f"{where}: asha.reduction_factor",
-                         fix="2 keeps the better half at each rung, 3 the best third")
-    if "train.epochs" in {p.key for p in space.params}:
-        raise InputError("train.epochs is searched, but ASHA needs one max_t", where=f"{where}: params.train.epochs",
-                         fix="make train.epochs a constant (ASHA stops the weaker trials early)")
-    epochs = space.epochs()
-    if grace > epochs and epochs_overridden:
-        # --set train.epochs=1 on a space made for longer trials (a smoke test): the first rung
-        # moves to the last epoch rather than refusing what the command line asked for
-        print(f"note: {where}: asha.grace_period {grace} is more than --set train.epochs={epochs}; "
-              f"ASHA's first rung is epoch {epochs}", file=sys.stderr)
-        grace = epochs
-    if grace > epochs:
-        raise InputError(f"grace_period {grace} exceeds train.epochs {epochs}", where=f"{where}: asha.grace_period",
-                         fix=f"use a grace_period <= {epochs}")
-    return {"grace_period": grace, "reduction_factor": factor, "max_t": epochs}
 
 
 def _sampler(doc: Any, where: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ Each epoch's metrics go to `tune.report` with the run folder as the checkpoint: 
 `checkpoint/state.pt` (to resume) and `best/model.pt` (the best epoch's weights, which Tune
 then keeps with the trial; once the trial is finished, the driver drops the state and keeps
 that). A trial that failed, or whose phase was interrupted, starts again from its latest
-checkpoint: the folder is restored, and train() continues from it.
+checkpoint: the folder is restored, and train() continues from it. A checkpoint Population Based
+Training handed over from another trial ran other optimizer settings: this trial's are put into
+its optimizer and schedule state first (checkpoints.adopt_optimizer_settings).
 
 After each epoch, before reporting it, a trial calls the epoch hook CLIPSEARCH_TRIAL_HOOK names
 (clipsearch.tune.trial_hook), if any: how tests inject faults; clipsearch itself sets none.
@@ -20,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 from ray import tune
 
+from ..checkpoints import adopt_optimizer_settings
 from ..config import flatten
-from ..results import CHECKPOINT_FILE, STATE_DIR
+from ..results import CHECKPOINT_FILE, STATE_DIR, RunFolder
 from ..train import train
 from .space import Base
 from .trial_hook import load_epoch_hook
@@ -53,6 +57,9 @@ def run_trial(config: dict[str, Any], base: Base) -> None:
         restored = _restore_latest(run_dir)
         if restored is FINISHED:
             return  # the driver had pruned it as finished before it died: nothing left to run
+        if restored is not None and _optimizer_changed(run_dir, cfg):
+            # PBT's exploit: another trial's checkpoint, this trial's (mutated) hyperparameters
+            adopt_optimizer_settings(restored, cfg.optimizer)
         train(cfg, report=report, run_dir=run_dir, resume_from=restored)
     finally:
         # Tune holds every epoch's copy; the local folder (a model, its optimizer state) would
@@ -61,6 +68,16 @@ def run_trial(config: dict[str, Any], base: Base) -> None:
 
 
 FINISHED = object()
+
+
+def _optimizer_changed(run_dir: Path, cfg) -> bool:
+    """Whether the restored run folder's config (config.yaml) ran other optimizer settings than
+    the trial's: a checkpoint PBT handed over from a better trial."""
+    saved = RunFolder(run_dir).config
+    if not saved.is_file():
+        return False
+    ran = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("optimizer")
+    return ran != cfg.optimizer.model_dump()
 
 
 def _restore_latest(run_dir: Path) -> Path | None | object:

@@ -36,6 +36,15 @@ CASES = {
     "bad --name": (["phase1", "--space", "space.yaml", "--name", "../up"], TINY, "--name"),
     "eval not every epoch": (["phase1", "--space", "space.yaml", "--set", "eval.every=2"], TINY, "eval.every"),
     "missing space": (["phase1", "--space", "nope.yaml"], TINY, "nope.yaml"),
+    "a point off its range": (["phase1", "--space", "space.yaml"], TINY + "points: [{optimizer.lr: 0.5}]\n",
+                              "points[1].optimizer.lr"),
+    "a bad mode": (["phase1", "--space", "space.yaml"], TINY + "mode: maximise\n", "mode must be max or min"),
+    "a bad budget": (["phase1", "--space", "space.yaml"], TINY + "budget: {hours: 2}\n", "budget.hours"),
+    "a bad scheduler option": (["phase1", "--space", "space.yaml"], TINY + "scheduler: {kind: median, rf: 2}\n",
+                               "scheduler.rf"),
+    "bad --budget-epochs": (["phase1", "--space", "space.yaml", "--budget-epochs", "0"], TINY, "--budget-epochs"),
+    "bad --optuna-storage": (["phase1", "--space", "space.yaml", "--optuna-storage", "nowhere/optuna.log"], TINY,
+                             "--optuna-storage"),
 }
 
 
@@ -72,5 +81,6 @@ def test_help_explains_the_phase_options(tmp_path):
     out = run_cli("phase1", "--help", cwd=tmp_path)
     assert out.returncode == 0
     for option in ("--name", "--quick", "--resume", "--space", "--address", "--tracking-uri", "--storage",
-                   "--gpus-per-trial", "--cpus-per-trial", "--num-samples", "--seed", "--max-failures"):
+                   "--gpus-per-trial", "--cpus-per-trial", "--num-samples", "--seed", "--max-failures",
+                   "--optuna-storage", "--budget-minutes", "--budget-epochs"):
         assert option in out.stdout
