@@ -25,15 +25,19 @@ Optuna also draws configurations the study has already run: on a space of choice
 search seeds of `clipsearch bench search`. Every trial trains with the config's seed, so a
 second run of a cell learns nothing and spends a trial's budget. A draw whose parameters equal
 those of a trial the study ran, or is running, is told FAIL (TPE leaves failed trials out of its
-model; the trial's user attribute `clipsearch.duplicate_of` names the twin) and drawn again, up
-to MAX_REDRAWS times; a space with nothing new left then runs the last draw.
+model; the trial's user attribute `clipsearch.duplicate_of` names the twin) and drawn again at
+random (Optuna's RandomSampler, seeded by the trial's number): TPE, given the same history,
+proposes the same cell again (it did 25 times in a row on that space), up to MAX_REDRAWS times;
+a space with nothing new left then runs the last draw.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
+from optuna.samplers import RandomSampler
 from optuna.trial import TrialState
 from ray.air.constants import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
@@ -72,8 +76,19 @@ class ResumableOptunaSearch(OptunaSearch):
             duplicate = self._ot_trials.pop(trial_id)
             duplicate.set_user_attr("clipsearch.duplicate_of", twin.number)
             self._tell(duplicate, state=TrialState.FAIL)
-            params = super().suggest(trial_id)
+            with self._drawing_at_random(seed=duplicate.number):
+                params = super().suggest(trial_id)
         return params
+
+    @contextlib.contextmanager
+    def _drawing_at_random(self, seed: int):
+        """The study's sampler swapped for a seeded RandomSampler for one draw."""
+        study = self._ot_study
+        sampler, study.sampler = study.sampler, RandomSampler(seed=seed)
+        try:
+            yield
+        finally:
+            study.sampler = sampler
 
     def _twin(self, ot_trial):
         """A trial of the study, other than `ot_trial`, drawn with exactly its parameters and

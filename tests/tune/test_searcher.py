@@ -80,12 +80,15 @@ def choices(trial):
     return {"loss": trial.suggest_categorical("loss", ["a", "b"]), "lr": trial.suggest_categorical("lr", [1, 2])}
 
 
-def test_a_configuration_the_study_has_run_or_is_running_is_not_drawn_again(tmp_path):
+@pytest.mark.parametrize("sampler", [optuna.samplers.RandomSampler(seed=0),
+                                     optuna.samplers.TPESampler(seed=0, n_startup_trials=1)], ids=["random", "tpe"])
+def test_a_configuration_the_study_has_run_or_is_running_is_not_drawn_again(tmp_path, sampler):
     """4 cells: the first 4 suggestions are 4 different cells (a repeat trains exactly as its
-    twin did); the repeats Optuna drew are in the study as FAIL, naming their twin."""
+    twin did); the repeats Optuna drew are in the study as FAIL, naming their twin. TPE, given the
+    same history, proposes the same cell again and again: its redraws are random ones."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     search = ResumableOptunaSearch(choices, metric="objective", mode="max", storage=storage, study_name="s",
-                                   sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=1)
+                                   sampler=sampler, max_epochs=1)
     drawn = []
     for i in range(4):
         drawn.append(tuple(search.suggest(f"t{i}").values()))
@@ -94,9 +97,11 @@ def test_a_configuration_the_study_has_run_or_is_running_is_not_drawn_again(tmp_
     assert len(set(drawn)) == 4
     trials = study(tmp_path).get_trials()
     repeats = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert repeats and all("clipsearch.duplicate_of" in t.user_attrs for t in repeats)
+    assert all("clipsearch.duplicate_of" in t.user_attrs for t in repeats)
+    assert len(repeats) < 4 * 3  # a random redraw finds a new cell of 4 in a few tries, not MAX_REDRAWS
     kept = {tuple(t.params.values()) for t in trials if t.state != optuna.trial.TrialState.FAIL}
     assert kept == set(drawn)
+    assert isinstance(search._ot_study.sampler, type(sampler))  # the study's own sampler is back
 
 
 def test_a_space_with_nothing_new_left_runs_the_last_draw():
