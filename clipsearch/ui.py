@@ -95,7 +95,9 @@ def study_storages(results: Path, name: str | None) -> list[str]:
     for exp in sorted(p for p in results.glob(name or "*") if p.is_dir()):
         named = [study[0] for study in map(_phase_study, _phase_dirs(exp)) if study is not None]
         files = [exp / OPTUNA_DB, *sorted(exp.glob(f"*/{OPTUNA_DB}")), *sorted(exp.glob(f"*/*/{OPTUNA_DB}"))]
-        found += [s for s in [*named, *(f"sqlite:///{f.resolve()}" for f in files)] if _exists(s) and s not in found]
+        for storage in [*named, *(f"sqlite:///{f.resolve()}" for f in files)]:
+            if storage not in found and _exists(storage):
+                found.append(storage)
     return found
 
 

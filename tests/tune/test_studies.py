@@ -88,9 +88,11 @@ def test_resume_under_another_storage_is_refused(tmp_path):
 
 def lay_down_experiments(results):
     """exp: phases 1 and 3 in results/exp/optuna.db, and a phase 2 grid; old: a phase of its own
-    optuna.db (run before); elsewhere: its phases in a journal file named by --optuna-storage."""
+    optuna.db (run before); elsewhere: its phases 1 and 3 in a journal file named by
+    --optuna-storage."""
+    shared = {"optuna_storage": str(results / "shared.log")}
     for name, phase, state in (("exp", "phase1", {}), ("exp", "phase3", {}), ("exp", "phase2", {"grid": {}}),
-                               ("elsewhere", "phase1", {"optuna_storage": str(results / "shared.log")})):
+                               ("elsewhere", "phase1", shared), ("elsewhere", "phase3", shared)):
         write_json(results / name / phase / "phase.json", {"phase": phase, "experiment": name, **state})
     (results / "exp" / "optuna.db").touch()
     (results / "old" / "phase1").mkdir(parents=True)
