@@ -74,8 +74,10 @@ def test_which_budget_stopped_a_run_and_the_line_that_says_so():
 
 # ------------------------------------------------------------------------------ real phases (slow)
 
+# more trials than either budget lets run, on any machine: a fast one finished all of 12 trials
+# inside the 45 s time budget, and the phase then ended without the budget's stop
 QUICK = """base: quick
-num_samples: 12
+num_samples: 100
 max_concurrent: 2
 scheduler: {kind: none}
 sampler: {kind: random}
@@ -99,7 +101,7 @@ def test_an_epoch_budget_stops_the_phase_and_says_so(tmp_path):
     out, rows, state = budgeted_phase(tmp_path, "--budget-epochs", "0.3")  # 3 trials of 2 epochs on 5%
     spent = sum(row["epochs"] * 0.05 for row in rows)
     assert 0.3 <= spent < 0.3 + 2 * 0.05 * 2  # at most one more epoch of each of the 2 running trials
-    assert len(rows) < 12 and all(row["status"] == "TERMINATED" and row["epochs"] >= 1 for row in rows)
+    assert len(rows) < 100 and all(row["status"] == "TERMINATED" and row["epochs"] >= 1 for row in rows)
     assert state["stopped_by"]["budget"] == "epochs" and state["finished"] is True
     assert [line for line in out.stderr.splitlines() if "stopped by its epoch budget" in line] == [
         f"phase1: stopped by its epoch budget: {state['stopped_by']['spent']:g} of 0.3 full-data epochs spent "
@@ -114,4 +116,4 @@ def test_a_time_budget_stops_the_phase_within_one_trial_of_it(tmp_path):
     assert state["stopped_by"]["budget"] == "time" and "stopped by its time budget" in out.stderr
     longest = max(row["seconds"] for row in rows)
     assert 45 <= state["stopped_by"]["spent"] <= 45 + longest + 15  # the run, Ray's start-up included
-    assert len(rows) < 12 and all(row["status"] == "TERMINATED" for row in rows)
+    assert len(rows) < 100 and all(row["status"] == "TERMINATED" for row in rows)
