@@ -26,3 +26,18 @@ def write_space(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def space_error_line(path: Path, phase: str) -> str:
+    """The InputError loading the space file at `path` raises, as the one line the user reads
+    (it must say a fix and fit on one line)."""
+    import pytest
+
+    from clipsearch.errors import InputError
+    from clipsearch.tune.space import load_space
+
+    with pytest.raises(InputError) as info:
+        load_space(path, phase)
+    line = str(info.value)
+    assert "fix:" in line and "\n" not in line
+    return line
