@@ -8,6 +8,9 @@ import pytest
 # Tests never reach a model hub: a miss must fail at once, not retry for ~46 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The report a search ends with, without its PNG copies: each would start Chromium (3-10 s a
+# report, some 20 searches in the suite); the PNG export has its own tests (report/test_browser.py)
+os.environ.setdefault("CLIPSEARCH_REPORT_PNG", "0")
 
 
 @contextlib.contextmanager

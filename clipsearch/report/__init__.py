@@ -16,11 +16,16 @@ nothing here imports tune or Ray.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from ..errors import InputError
 from .sources import is_phase
+
+#: "0" turns off the PNG copies of the report a search ends with (a headless node without
+#: Chromium, the test suite); `clipsearch report` and the Python API still write them
+PNG_ENV = "CLIPSEARCH_REPORT_PNG"
 
 __all__ = ["write_phase_report", "write_experiment_report", "report_command", "report_after_run",
            "log_phase_report"]
@@ -68,13 +73,15 @@ def report_after_run(path: Path) -> Path | None:
 
     A report that fails must not fail the search it describes (hours of trials are already
     safe in trials.csv): the error becomes one line on stderr, and `clipsearch report` can
-    build the report again later.
+    build the report again later. With CLIPSEARCH_REPORT_PNG=0 it writes no PNG copies of the
+    figures (each report pays some 3-10 s of Chromium for them; report.html holds every figure).
     """
     path = Path(path)
+    png = os.environ.get(PNG_ENV, "1") != "0"
     try:
         if not is_phase(path):
-            return write_experiment_report(path)
-        page = write_phase_report(path)
+            return write_experiment_report(path, png=png)
+        page = write_phase_report(path, png=png)
         log_phase_report(path)
         return page
     except Exception as exc:  # noqa: BLE001 - see the docstring

@@ -311,3 +311,12 @@ def test_the_experiment_page_draws_every_phases_best_against_the_experiments_com
     assert 'id="fig-experiment-best_vs_compute"' in text
     assert text.index('id="fig-experiment-best_vs_compute"') < text.index('<h2 id="phase1">')
     assert "<th>epochs spent</th><th>trial-seconds</th>" in text
+
+
+@pytest.mark.parametrize("setting, exported", [("0", False), ("1", True)])
+def test_the_report_a_search_ends_with_writes_pngs_unless_turned_off(hand_phase, monkeypatch, setting, exported):
+    asked = []
+    monkeypatch.setattr("clipsearch.report.pages.write_pngs", lambda jobs, folders: asked.append(len(jobs)) or [])
+    monkeypatch.setenv("CLIPSEARCH_REPORT_PNG", setting)
+    assert report_after_run(hand_phase) == hand_phase / "report.html"
+    assert (len(asked) == 1 and asked[0] > 0) if exported else asked == []
