@@ -12,7 +12,7 @@ Import from here: `from clipsearch.results import TRIALS_CSV, read_trials_csv, r
 
 from .atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
 from .layout import (BEST_DIR, BEST_JSON, BEST_MODEL_FILE, CHECKPOINT_FILE, COMPARISON_CSV, COMPARISON_MD,
-                     CONFUSION_JSON, EMBEDDINGS_NPZ, HISTORY_DIR, IMPORTANCE_JSON, OPTUNA_DB, PHASE_JSON, PHASES, PNG_DIR, PREVIOUS_CHECKPOINT_FILE,
+                     CONFUSION_JSON, DRIVER_LOCK, EMBEDDINGS_NPZ, HISTORY_DIR, IMPORTANCE_JSON, OPTUNA_DB, PHASE_JSON, PHASES, PNG_DIR, PREVIOUS_CHECKPOINT_FILE,
                      RAY_DIR, REPORT_HTML, RUN_CONFIG_YAML, STATE_DIR, TRIALS_CSV, RunFolder, ray_run_dir)
 from .phase_files import (append_history, best_summary, phase_study, ranked_rows, read_histories, read_history,
                           read_json, read_trials_csv, trial_rows, write_json, write_trials_csv)
@@ -21,7 +21,7 @@ from .ranking import (MODES, RULE, Ranked, TrialRecord, best_of, best_with, carr
 
 __all__ = [
     # layout
-    "PHASES", "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR", "OPTUNA_DB", "RAY_DIR", "ray_run_dir",
+    "PHASES", "TRIALS_CSV", "BEST_JSON", "PHASE_JSON", "HISTORY_DIR", "OPTUNA_DB", "DRIVER_LOCK", "RAY_DIR", "ray_run_dir",
     "REPORT_HTML", "IMPORTANCE_JSON", "PNG_DIR", "EMBEDDINGS_NPZ", "CONFUSION_JSON", "COMPARISON_CSV", "COMPARISON_MD",
     "RunFolder", "RUN_CONFIG_YAML", "STATE_DIR", "CHECKPOINT_FILE", "PREVIOUS_CHECKPOINT_FILE", "BEST_DIR",
     "BEST_MODEL_FILE",

@@ -3,6 +3,7 @@ that writes the files (tune, train, report) and the code that reads them (the ne
 report, the CLI).
 
     results/EXP/                    an experiment: report.html (a section per phase)
+      driver.lock                   held (flock) by the one driver running the experiment
       optuna.db                     its Optuna storage: a study per Optuna phase, named EXP-PHASE
                                     (--optuna-storage names another: a database URL, a journal file)
       PHASE/                        phase1, phase2, phase3 (PHASES), or a sweep's stage
@@ -38,6 +39,8 @@ HISTORY_DIR = "history"
 #: the experiment's Optuna storage (results/EXP/optuna.db); in a phase folder, a phase's own
 #: study from before the experiment had one
 OPTUNA_DB = "optuna.db"
+#: in results/EXP: the lock its running driver holds (clipsearch.tune.driver_lock); never deleted
+DRIVER_LOCK = "driver.lock"
 #: Ray Tune's own experiment folder inside the phase's storage path
 RAY_DIR = "ray"
 

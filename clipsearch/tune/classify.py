@@ -162,14 +162,18 @@ def run_classify(opts: Options, methods: list[str] | None = None) -> list[Method
     """The searches, then each best model scored on the test split, then the table (the
     report of each method's search comes from opts.after_phase; the protocol's, from the caller)."""
     from .cluster import ray_session
+    from .driver_lock import experiment_lock
 
-    plans = prepare_classify(opts, methods)
-    results = []
-    with ray_session(opts.address):
-        for plan in plans:
-            outcome = execute(plan)
-            results.append(MethodResult(plan.state["method"], outcome, score_best(plan, outcome.best)))
-    write_comparison(classify_dir(opts), results)
+    check_options(opts)  # --name is a plain folder name before its lock file is looked for
+    with experiment_lock(opts.results / opts.name) as lock:  # one driver per experiment
+        plans = prepare_classify(opts, methods)
+        lock.take()
+        results = []
+        with ray_session(opts.address):
+            for plan in plans:
+                outcome = execute(plan)
+                results.append(MethodResult(plan.state["method"], outcome, score_best(plan, outcome.best)))
+        write_comparison(classify_dir(opts), results)
     return results
 
 

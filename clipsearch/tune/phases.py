@@ -35,6 +35,7 @@ from ..config import flatten, parse_override
 from ..errors import InputError
 from ..results import (BEST_JSON, PHASE_JSON, PHASES, RAY_DIR, TRIALS_CSV, carried_from_best, phase2_axes,
                        phase_study, ranked_rows, ray_run_dir, read_json, read_trials_csv)
+from .driver_lock import experiment_lock
 from .runner import AfterPhase, Outcome, Plan, data_fraction, execute, search_of, searched_params
 from .space import (OptunaSpace, SearchSpace, default_space_path, incumbent_point, load_space, resolve_points,
                     resolve_relative, sampler_settings, startup_warning)
@@ -77,21 +78,32 @@ class Options:
 def run_phase(phase: str, opts: Options) -> Outcome:
     from .cluster import ray_session
 
-    plan = prepare(phase, opts)
-    if plan.resume and plan.state.get("finished"):
-        return run_or_keep(plan)  # kept: no Ray needed
-    with ray_session(opts.address):
-        return execute(plan)
+    check_options(opts)  # --name is a plain folder name before its lock file is looked for
+    # a second driver of the experiment is refused before any check or write (driver_lock)
+    with experiment_lock(opts.results / opts.name) as lock:
+        plan = prepare(phase, opts)
+        lock.take()
+        if plan.resume and plan.state.get("finished"):
+            return run_or_keep(plan)  # kept: no Ray needed
+        with ray_session(opts.address):
+            return execute(plan)
 
 
 def run_protocol(opts: Options) -> Iterator[Outcome]:
     """Phases 1, 2, 3 in one Ray session, each outcome yielded as its phase ends. With
     --resume, a finished phase is kept, an interrupted one continued and the rest started."""
+    check_options(opts)
+    with experiment_lock(opts.results / opts.name) as lock:
+        for phase in PHASES:  # every space file checked before the first trial
+            if not (opts.resume and _phase_dir(opts, phase).exists()):
+                load_space(_space_path(phase, opts), phase, space_overrides(opts))
+        lock.take()
+        yield from _protocol_phases(opts)
+
+
+def _protocol_phases(opts: Options) -> Iterator[Outcome]:
     from .cluster import ray_session
 
-    for phase in PHASES:  # every space file checked before the first trial
-        if not (opts.resume and _phase_dir(opts, phase).exists()):
-            load_space(_space_path(phase, opts), phase, space_overrides(opts))
     with ray_session(opts.address):
         for phase in PHASES:
             state = _state_if_any(_phase_dir(opts, phase)) if opts.resume else None

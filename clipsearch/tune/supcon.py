@@ -153,9 +153,18 @@ def prepare_supcon(opts: Options) -> SupConPlan:
 
 def run_supcon(opts: Options) -> SupConRun:
     """Baselines, the sweep, the long run, the tables; every input checked before Ray starts."""
+    from .driver_lock import experiment_lock
+
+    check_options(opts)  # --name is a plain folder name before its lock file is looked for
+    with experiment_lock(opts.results / opts.name) as lock:  # one driver per experiment
+        prepared = prepare_supcon(opts)
+        lock.take()
+        return _run_prepared(prepared, opts)
+
+
+def _run_prepared(prepared: SupConPlan, opts: Options) -> SupConRun:
     from .cluster import ray_session
 
-    prepared = prepare_supcon(opts)
     root, sweep = prepared.root, prepared.sweep
     if prepared.space is None:
         baselines = _read_csv(root / BASELINES_CSV)
