@@ -39,7 +39,7 @@ from .driver_lock import experiment_lock
 from .runner import AfterPhase, Outcome, Plan, data_fraction, execute, search_of, searched_params
 from .space import (OptunaSpace, SearchSpace, default_space_path, incumbent_point, load_space, resolve_points,
                     resolve_relative, sampler_settings, startup_warning)
-from .studies import experiment_storage
+from .studies import check_storage, experiment_storage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -153,8 +153,9 @@ def new_plan(phase: str, space: SearchSpace, opts: Options, phase_dir: Path, *, 
             state.update(search="random", points=enqueued)
         else:
             optuna_space = OptunaSpace(space.params, known)
-            state.update(search="optuna", **optuna_state(space, enqueued),
-                         optuna_storage=experiment_storage(opts.optuna_storage, opts.results / opts.name),
+            storage = experiment_storage(opts.optuna_storage, opts.results / opts.name)
+            check_storage(storage)  # an earlier phase's database, corrupt or locked: refused now
+            state.update(search="optuna", **optuna_state(space, enqueued), optuna_storage=storage,
                          study_name=f"{opts.name}-{phase}")
         if carried:
             state["carried"] = carried
@@ -231,6 +232,9 @@ def _resumed(phase: str, phase_dir: Path, state: dict, opts: Options) -> Plan:
     """--resume: an interrupted run goes on; a finished phase is kept, or extended to a larger
     --num-samples."""
     _check_same_storage(state, phase_dir, opts)
+    study = phase_study(phase_dir, state)
+    if study is not None:
+        check_storage(study[0])
     state = _before_unstarted_extension(state)
     _check_restorable(state, phase_dir)
     if not state.get("finished"):

@@ -3,6 +3,9 @@ results/EXP/optuna.db, or in the --optuna-storage a user names (a database URL, 
 for NFS); a phase run before keeps its own optuna.db; `clipsearch ui` starts one dashboard per
 experiment's storage. No Ray cluster."""
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 
@@ -14,6 +17,7 @@ from clipsearch.tune.studies import experiment_storage, open_storage
 from clipsearch.ui import plan_services, study_storages
 
 from .test_budget_and_incumbent import CARRIED, lay_down_phase2
+from .helpers import write_space
 from .test_space import SHIPPED, write
 
 TINY = "base: quick\nnum_samples: 2\nparams:\n  optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}\n  train.epochs: 1\n"
@@ -121,3 +125,127 @@ def test_classifys_methods_keep_their_studies_in_the_experiments_storage_too(tmp
     storage = f"sqlite:///{(results / 'exp' / 'optuna.db').resolve()}"
     assert [phase_study(p.phase_dir, p.state) for p in plans] == [(storage, "exp-classify-ce"),
                                                                   (storage, "exp-classify-supcon")]
+
+
+# ------------------------------------------------------------------------------ a corrupt or locked storage
+# Refused before anything of the phase is written: one line naming the file, exit 2, the file's
+# bytes kept; a database another process holds locked is waited for a bounded time.
+
+def optuna_db(path):
+    """A real Optuna SQLite storage with one study of two trials; its bytes."""
+    study = optuna.create_study(storage=f"sqlite:///{path}", study_name="exp-phase1")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    return path.read_bytes()
+
+
+def refused_phase1(in_tmp, monkeypatch, capsys, *args):
+    """`clipsearch phase1 --name exp ...` in this process: its one stderr line, once checked to
+    be the contract's (exit 2, one line with a fix, no traceback, Ray not started)."""
+    import ray
+
+    from .test_cli import invoke
+
+    write_space(in_tmp, "space.yaml", TINY)
+    code, out = invoke(monkeypatch, capsys, "phase1", "--name", "exp", "--space", "space.yaml", *args)
+    lines = out.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in out.err and "fix:" in lines[0], out.err
+    assert not ray.is_initialized() and out.out == ""
+    return lines[0]
+
+
+def garbled(data):
+    return b"X" + data[1:]  # the header's magic string broken: "file is not a database"
+
+
+def cut(data):
+    return data[:len(data) // 2]  # pages lost: "database disk image is malformed"
+
+
+@pytest.mark.census("optuna db corrupt or locked")
+@pytest.mark.parametrize("damage", [garbled, cut, lambda data: b"not a database at all\n"],
+                         ids=["header garbled", "half of it lost", "a text file"])
+def test_a_corrupt_study_database_is_one_line_and_keeps_its_bytes(in_tmp, monkeypatch, capsys, damage):
+    db = in_tmp / "results" / "exp" / "optuna.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(damage(optuna_db(db)))
+    before = db.read_bytes()
+    line = refused_phase1(in_tmp, monkeypatch, capsys)
+    assert line.startswith(f"clipsearch: error: {db.resolve()}: the Optuna storage is not a SQLite database or is "
+                           f"corrupt (")
+    assert "restore optuna.db from a copy, or move it aside" in line
+    assert db.read_bytes() == before and sorted(p.name for p in db.parent.iterdir()) == ["optuna.db"]
+    assert not (in_tmp / "results" / "mlflow.db").exists()
+
+
+@pytest.mark.census("optuna db corrupt or locked")
+def test_a_resumed_phase_over_a_corrupt_database_is_refused_with_its_files_untouched(tmp_path):
+    results = tmp_path / "results"
+    plan = prepare("phase1", Options(name="exp", space=write(tmp_path, TINY), results=results))
+    plan.phase_dir.mkdir(parents=True)
+    write_json(plan.phase_dir / "phase.json", plan.state)
+    db = results / "exp" / "optuna.db"
+    db.write_bytes(garbled(optuna_db(db)))
+    state = (plan.phase_dir / "phase.json").read_bytes()
+    with pytest.raises(InputError, match="the Optuna storage is not a SQLite database or is corrupt"):
+        prepare("phase1", Options(name="exp", resume=True, results=results))
+    assert (plan.phase_dir / "phase.json").read_bytes() == state
+
+
+@pytest.mark.census("optuna db corrupt or locked")
+@pytest.mark.parametrize("lock", ["BEGIN EXCLUSIVE", "BEGIN IMMEDIATE"])
+def test_a_database_locked_by_another_process_is_waited_for_a_bounded_time_then_one_line(
+        in_tmp, monkeypatch, capsys, lock):
+    import time
+
+    from clipsearch.tune import studies
+
+    db = in_tmp / "results" / "exp" / "optuna.db"
+    db.parent.mkdir(parents=True)
+    data = optuna_db(db)
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys\n"
+                               "connection = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                               f"connection.execute({lock!r})\nprint('locked', flush=True)\nsys.stdin.read()\n",
+                               str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(studies, "LOCK_WAIT_S", 0.5)  # 10 s by default
+        started = time.monotonic()
+        line = refused_phase1(in_tmp, monkeypatch, capsys)
+        assert time.monotonic() - started < 4
+        assert line == (f"clipsearch: error: {db.resolve()}: the Optuna storage is locked by another process (waited "
+                        f"0.5 s); fix: stop what holds it (an sqlite3 shell, a stuck process: `fuser` names it), then "
+                        f"run the command again")
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert db.read_bytes() == data and not (in_tmp / "results" / "exp" / "phase1").exists()
+    studies.check_storage(f"sqlite:///{db}")  # its holder gone, the same file opens
+
+
+@pytest.mark.census("optuna db corrupt or locked")
+@pytest.mark.parametrize("journal, message", ids=["a garbled line", "a cut last line"], argvalues=[
+    (b'{"op_code": 0}\n{not json\n{"op_code": 1}\n', "line 2 of the Optuna journal is not a JSON record"),
+    (b'{"op_code": 0}\n{"op_co', "the Optuna journal's last line (2) is cut off"),
+])
+def test_a_corrupt_journal_file_is_one_line_and_keeps_its_bytes(in_tmp, monkeypatch, capsys, journal, message):
+    (in_tmp / "optuna.log").write_bytes(journal)
+    line = refused_phase1(in_tmp, monkeypatch, capsys, "--optuna-storage", "optuna.log")
+    assert line.startswith(f"clipsearch: error: {in_tmp.resolve() / 'optuna.log'}: {message}; fix: move optuna.log "
+                           f"aside")
+    assert (in_tmp / "optuna.log").read_bytes() == journal and not (in_tmp / "results").exists()
+
+
+@pytest.mark.census("optuna db corrupt or locked")
+def test_a_sound_storage_passes_the_check_unchanged(tmp_path):
+    from clipsearch.tune.studies import check_storage
+
+    db = tmp_path / "optuna.db"
+    data, mtime = optuna_db(db), db.stat().st_mtime_ns
+    check_storage(f"sqlite:///{db}")
+    check_storage(f"sqlite:///{tmp_path / 'not-yet.db'}")  # the phase creates it
+    journal = tmp_path / "optuna.log"
+    search_storage = open_storage(str(journal))
+    optuna.create_study(storage=search_storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    check_storage(str(journal))
+    assert db.read_bytes() == data and db.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db", "optuna.log"]  # no journal or lock left
