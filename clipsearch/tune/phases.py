@@ -39,6 +39,7 @@ from .driver_lock import experiment_lock
 from .runner import AfterPhase, Outcome, Plan, data_fraction, execute, search_of, searched_params
 from .space import (OptunaSpace, SearchSpace, default_space_path, incumbent_point, load_space, resolve_points,
                     resolve_relative, sampler_settings, startup_warning)
+from .space_change import check_space_on_resume, space_document
 from .studies import check_storage, experiment_storage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -209,7 +210,8 @@ def prepare(phase: str, opts: Options) -> Plan:
     if phase_dir.exists():
         raise InputError(f"{phase} of experiment {opts.name!r} exists already", where=str(phase_dir),
                          fix="pass --resume to continue it, or choose another --name")
-    space = load_space(_space_path(phase, opts), phase, space_overrides(opts))
+    space_file = _space_path(phase, opts)
+    space = load_space(space_file, phase, space_overrides(opts))
     notes = []
     if phase == "phase1":
         plan = new_plan(phase, space, opts, phase_dir)
@@ -220,6 +222,7 @@ def prepare(phase: str, opts: Options) -> Plan:
         point, left_out = incumbent_point(space, carried)
         notes.append(_left_out_warning(left_out, space))
         plan = new_plan(phase, space, opts, phase_dir, carried=carried, points=[point])
+    plan.state["space_document"] = space_document(space_file)  # what a --resume compares the file with
     # printed once every check has passed: a bad input stays one line on stderr
     for message in filter(None, [*notes, *plan.notes, startup_warning_of(plan.state)]):
         print(message, file=sys.stderr)
@@ -232,6 +235,7 @@ def _resumed(phase: str, phase_dir: Path, state: dict, opts: Options) -> Plan:
     """--resume: an interrupted run goes on; a finished phase is kept, or extended to a larger
     --num-samples."""
     _check_same_storage(state, phase_dir, opts)
+    check_space_on_resume(state, _named_space(phase, opts))
     study = phase_study(phase_dir, state)
     if study is not None:
         check_storage(study[0])
@@ -381,6 +385,11 @@ def _phase_dir(opts: Options, phase: str) -> Path:
 
 def _space_path(phase: str, opts: Options) -> Path:
     return opts.space or default_space_path(phase, opts.quick, opts.spaces_dir)
+
+
+def _named_space(phase: str, opts: Options) -> Path | None:
+    """The phase's space file when the command line names it (--space, --spaces), else None."""
+    return _space_path(phase, opts) if opts.space or opts.spaces_dir else None
 
 
 def space_overrides(opts: Options) -> dict[str, Any]:
