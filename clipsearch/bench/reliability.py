@@ -28,7 +28,9 @@ from .common import environment, write_result
 
 #: where the census's cases are: the tests of these files marked census (each filed under the
 #: category its marker names); the rest of tests/ is not collected, which would take longer
-CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py", "tests/test_train.py"]
+CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py", "tests/test_train.py",
+                # the driver's guards: a second driver, a space edited before --resume, the Optuna storage
+                "tests/tune/test_driver_lock.py", "tests/tune/test_space_change.py", "tests/tune/test_studies.py"]
 
 
 #: the sections of the result, each produced by one part of the command, each dated by its run
