@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
 from .hparams import COMMON_OPTIMIZER_PARAMS
+from .machine_cache import machine_cache_dir
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -56,7 +57,9 @@ class DataConfig(Section):
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="deterministic class-stratified share of the training set")
     image_size: int = Field(224, ge=8, le=1024)
     max_text_length: int = Field(32, ge=4, le=512)
-    cache_dir: str = Field(".cache/clipsearch", description="where decoded images are cached")
+    cache_dir: str = Field(default_factory=machine_cache_dir,
+                           description="where decoded images and a frozen text tower's outputs are cached "
+                           "(default: $XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch)")
     on_corrupt: Literal["error", "skip"] = Field("error", description="a corrupt image stops the run, or is skipped and counted")
     augment: bool = Field(True, description="random shifts of up to 1/8 of the image size in training")
 

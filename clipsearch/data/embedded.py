@@ -16,7 +16,6 @@ share of each class of the training split, so a 20% subset is always inside the 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..machine_cache import machine_cache_dir
 from .cache import cached_arrays
 from .imageset import ImageTextSet
 
@@ -127,9 +127,9 @@ def _stratified_order(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
 
 
 def embedded_cache_dir() -> Path:
-    """Where the parsed embedded sets are kept between processes: $XDG_CACHE_HOME/clipsearch
-    (~/.cache/clipsearch), as other libraries keep what they fetched once."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipsearch"
+    """Where the parsed embedded sets are kept between processes: the machine's cache
+    (clipsearch.machine_cache), as other libraries keep what they fetched once."""
+    return Path(machine_cache_dir())
 
 
 def load_mnist() -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import metrics as M
+from ..machine_cache import machine_cache_dir
 from ..data import EvalSets, check_sources, load_eval_sets, load_training_set
 from ..data.batches import PairBatches, TextBank, to_float_images, trim_padding
 from ..data.cache import cached_arrays
@@ -122,8 +123,9 @@ class Evaluator:
     """TR@k / IR@k on the retrieval set, zero-shot ACC@k on the classification set, objective."""
 
     def __init__(self, sets: EvalSets, tokenize, device: torch.device, batch_size: int,
-                 cache_dir: str = ".cache/clipsearch"):
-        self.sets, self.device, self.batch_size, self.cache_dir = sets, device, batch_size, cache_dir
+                 cache_dir: str | None = None):
+        self.sets, self.device, self.batch_size = sets, device, batch_size
+        self.cache_dir = cache_dir or machine_cache_dir()
         # Encode each distinct caption once, then give every (image, caption) pair its own row:
         # a text shared by two images is two rows with equal embeddings, a tie that counts
         # against the query (see metrics.retrieval_metrics).

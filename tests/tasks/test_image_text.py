@@ -1,5 +1,7 @@
 """The image-text task's set-up and evaluator (clipsearch.tasks.image_text)."""
 
+import contextlib
+
 import torch
 
 from clipsearch.config import load_config
@@ -39,3 +41,24 @@ def test_a_frozen_text_tower_is_run_once_per_caption_and_gives_the_embeddings_it
     monkeypatch.setattr(image_text, "encode_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded again")))
     again = image_text.setup(cfg, torch.device("cpu"))
     assert torch.equal(again.batches.text.features, bank.features)
+
+
+def test_the_default_cache_is_the_machines_so_a_trial_in_another_folder_encodes_nothing_again(tmp_path, monkeypatch):
+    """Without data.cache_dir, every run of the machine shares $XDG_CACHE_HOME/clipsearch: a Ray
+    trial runs in a working directory of its own, where a relative default was an empty cache
+    (every trial ran the frozen tower over every caption again)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(quick=True, overrides=["model.freeze_text=tower", "data.fraction=0.1"])
+    assert cfg.data.cache_dir == str(tmp_path / "xdg" / "clipsearch")
+    first = image_text.setup(cfg, torch.device("cpu"))
+    first.evaluator(first.model, contextlib.nullcontext())  # its captions and prompts, encoded once
+    (tmp_path / "trial").mkdir()
+    monkeypatch.chdir(tmp_path / "trial")
+    monkeypatch.setattr(image_text, "encode_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded again")))
+    again = load_config(quick=True, overrides=["model.freeze_text=tower", "data.fraction=0.1"])
+    assert again.data.cache_dir == cfg.data.cache_dir
+    trial = image_text.setup(again, torch.device("cpu"))
+    assert trial.batches.text.features is not None
+    assert trial.evaluator(trial.model, contextlib.nullcontext())["objective"] >= 0
+    assert not (tmp_path / "trial" / ".cache").exists()
