@@ -661,6 +661,41 @@ def space_check(
     typer.echo(preview.space_file(file, phase, quick, set_ or []))
 
 
+# ------------------------------------------------------------------------------ MLflow
+
+mlflow_app = typer.Typer(help="The MLflow side of the searches: what a tracking store that was down has not got.",
+                         no_args_is_help=True)
+app.add_typer(mlflow_app, name="mlflow")
+
+
+@mlflow_app.command("replay")
+def mlflow_replay(
+    path: Annotated[Path, typer.Argument(help="a phase folder (results/EXP/PHASE) or an experiment's (results/EXP)")],
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="the store to replay to (default: "
+                                                        "the one each phase.json names)")] = None,
+) -> None:
+    """Log what a phase could not while its tracking store did not answer: the calls queued in
+    each PHASE/mlflow_pending.jsonl under PATH, made now in the order the phase made them (runs
+    opened, metrics, artifacts, the runs' ends: none is left RUNNING). A phase replays its own
+    queue as soon as the store answers again; this is for what was left when it ended. Exit 0
+    when nothing is left queued, 1 while the store still does not answer (run it again later)."""
+    from .tracking_outbox import pending_phases, replay_pending
+
+    if not path.is_dir():
+        raise InputError("is not a folder", where=str(path), fix="give results/EXP or results/EXP/PHASE")
+    phases = pending_phases(path)
+    if not phases:
+        typer.echo(f"{path}: nothing queued for MLflow", err=True)
+        return
+    left = 0
+    for phase_dir in phases:
+        replayed, still = replay_pending(phase_dir, tracking_uri)
+        typer.echo(f"{phase_dir}: {replayed} MLflow call(s) replayed" + (f"; {still}" if still else ""), err=True)
+        left += still is not None
+    if left:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)  # usage errors come here, to be written as one line

@@ -17,10 +17,17 @@ and, where given, its data sets as dataset inputs (`log_datasets`: an mlflow.dat
 per source, its context in the input tag mlflow.data.context). What is logged beside the runs
 (dataset inputs, a model) never stops a phase: a store that refuses it gets one line on stderr
 saying what was not logged (`not_logged`).
+
+While a phase runs, the driver's calls go through the phase's outbox (clipsearch.tracking_outbox),
+which queues what a store that does not answer (`store_unreachable`) could not take and replays
+it when the store answers again; the calls it makes fail fast (`fail_fast`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -90,15 +97,16 @@ def phase_run(mlflow_client, exp_id: str, experiment: str, phase: str, params: d
 
 
 def trial_run(mlflow_client, exp_id: str, parent_id: str, trial_id: str, params: dict[str, Any],
-              datasets: Sources | None = None) -> str:
-    """A trial's child run: found by its tags and reopened (a retried or resumed trial), or new."""
+              datasets: Sources | None = None, start_time: int | None = None) -> str:
+    """A trial's child run: found by its tags and reopened (a retried or resumed trial), or new
+    (started at `start_time`, ms since the epoch: when the trial started, for a replayed call)."""
     found = find_runs(mlflow_client, exp_id, parent=parent_id, trial=trial_id)
     if found:
         run_id = found[0].info.run_id
         if found[0].info.status != "RUNNING":
             mlflow_client.update_run(run_id, status="RUNNING")
         return run_id
-    run = mlflow_client.create_run(exp_id, run_name=trial_id,
+    run = mlflow_client.create_run(exp_id, run_name=trial_id, start_time=start_time,
                                    tags={PARENT_TAG: parent_id, TRIAL_TAG: trial_id, **code_version()})
     log_params(mlflow_client, run.info.run_id, params)
     if datasets is not None:
@@ -155,26 +163,82 @@ def log_params(mlflow_client, run_id: str, params: dict[str, Any]) -> None:
         mlflow_client.log_batch(run_id, params=items[i:i + 100])
 
 
-def log_metrics(mlflow_client, run_id: str, metrics: dict[str, Any], step: int) -> None:
+def log_metrics(mlflow_client, run_id: str, metrics: dict[str, Any], step: int, timestamp: int | None = None) -> None:
+    """The numbers of `metrics` at `step`, stamped `timestamp` (ms since the epoch; now if None)."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if timestamp is None else timestamp
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for i in range(0, len(items), 1000):
         mlflow_client.log_batch(run_id, metrics=items[i:i + 1000])
 
 
-def close_running(mlflow_client, exp_id: str, parent_id: str, status: str = "KILLED") -> int:
+def close_running(mlflow_client, exp_id: str, parent_id: str, status: str = "KILLED", end_time: int | None = None) -> int:
     """End the parent's child runs still RUNNING; returns how many there were."""
     stale = [r for r in find_runs(mlflow_client, exp_id, parent=parent_id) if r.info.status == "RUNNING"]
     for run in stale:
-        mlflow_client.set_terminated(run.info.run_id, status=status)
+        mlflow_client.set_terminated(run.info.run_id, status=status, end_time=end_time)
     return len(stale)
 
 
-def end_run(mlflow_client, run_id: str, status: str) -> None:
-    mlflow_client.set_terminated(run_id, status=status)
+def end_run(mlflow_client, run_id: str, status: str, end_time: int | None = None) -> None:
+    mlflow_client.set_terminated(run_id, status=status, end_time=end_time)
+
+
+#: MLflow's HTTP settings for calls that a queue retries anyway: its defaults (7 retries with a
+#: backoff from 2 s doubling, a 120 s timeout) hold one call against a stopped server for about
+#: 4 minutes, at every epoch of every trial; one quick retry (a blip) is enough here
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+@contextlib.contextmanager
+def fail_fast():
+    """MLflow's HTTP calls in the block fail within seconds when the server does not answer
+    (FAIL_FAST_HTTP; MLflow reads them at each request); those the user has set stay theirs."""
+    added = {k: v for k, v in FAIL_FAST_HTTP.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+#: MLflow's message for a response of a server (or of the proxy before it) that is there but
+#: cannot serve now: "API request to endpoint ... failed with error code 503 != 200"
+_UNAVAILABLE = re.compile(r"failed with error code (502|503|504)\b")
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the tracking store did not answer (a refused or timed-out connection,
+    a 502/503/504, a locked or unreachable database), rather than that it answered and refused
+    the call (a bad value, a missing run, permissions): the first is worth queueing and trying
+    again, the second is not."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConnectionError, TimeoutError)) or _is_named(exc, _UNREACHABLE_ERRORS):
+            return True
+        if _UNAVAILABLE.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+#: (module prefix, class name) of the errors of a store that did not answer: requests' (MLflow's
+#: HTTP client wraps them in an MlflowException whose cause they are), urllib3's, and SQLAlchemy's
+#: OperationalError (a database locked, gone, or on a full disk)
+_UNREACHABLE_ERRORS = {("requests", "ConnectionError"), ("requests", "Timeout"), ("requests", "ConnectTimeout"),
+                       ("requests", "ReadTimeout"), ("requests", "RetryError"), ("urllib3", "MaxRetryError"),
+                       ("urllib3", "ProtocolError"), ("sqlalchemy", "OperationalError")}
+
+
+def _is_named(exc: BaseException, names: set[tuple[str, str]]) -> bool:
+    # by name: neither requests nor SQLAlchemy is imported to find out
+    return any(cls.__module__.split(".")[0] == module and cls.__name__ == name
+               for cls in type(exc).__mro__ for module, name in names)
 
 
 def log_registered_model(uri: str, run_id: str, model, name: str, tags: dict[str, str], description: str) -> str:

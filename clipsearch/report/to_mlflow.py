@@ -16,23 +16,21 @@ ARTIFACT_PATH = "report"
 def log_phase_report(phase_dir: Path) -> str | None:
     """report.html, importance.json and every PNG under the parent run's report/; the
     optimizer-vs-loss shares as metrics. Returns the run id, or None when phase.json names no
-    run (a phase not run by clipsearch, or its phase.json gone)."""
-    from .. import tracking
+    run (a phase not run by clipsearch, or its phase.json gone). Through the phase's outbox:
+    behind its queue, and queued while the store does not answer."""
+    from ..tracking_outbox import PARENT, phase_outbox
 
     phase_dir = Path(phase_dir)
-    path = phase_dir / PHASE_JSON
-    state = read_json(path, "phase.json", "rerun the phase") if path.is_file() else {}
-    run_id, uri = state.get("parent_run_id"), state.get("tracking_uri")
-    if not (run_id and uri):
+    box = phase_outbox(phase_dir) if (phase_dir / PHASE_JSON).is_file() else None
+    if box is None:
         return None
-    client = tracking.client(uri)
     for name in (REPORT_HTML, IMPORTANCE_JSON):
         if (phase_dir / name).is_file():
-            client.log_artifact(run_id, str(phase_dir / name), artifact_path=ARTIFACT_PATH)
+            box.log_artifact(PARENT, phase_dir / name, artifact_path=ARTIFACT_PATH)
     if any((phase_dir / PNG_DIR).glob("*.png")):
-        client.log_artifacts(run_id, str(phase_dir / PNG_DIR), artifact_path=f"{ARTIFACT_PATH}/{PNG_DIR}")
-    tracking.log_metrics(client, run_id, share_metrics(phase_dir / IMPORTANCE_JSON), step=0)
-    return run_id
+        box.log_artifacts(PARENT, phase_dir / PNG_DIR, artifact_path=f"{ARTIFACT_PATH}/{PNG_DIR}")
+    box.log_metrics(PARENT, share_metrics(phase_dir / IMPORTANCE_JSON), step=0)
+    return box.runs[PARENT]
 
 
 def share_metrics(importance_json: Path) -> dict[str, float]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from .. import tracking
+from .. import tracking_outbox
 from ..config import flatten
 from ..results import STATE_DIR, append_history
 
@@ -27,62 +27,53 @@ class MLflowTrialRuns(Callback):
     """Params (the trial's flat config), the code's version and the trial's data sets at the
     start, metrics per epoch, FINISHED / FAILED at the end; a trial retried after a failure keeps
     its run. `base` (the phase's Base as phase.json holds it) resolves a trial's config into the
-    data sets it reads; without it no dataset input is logged."""
+    data sets it reads; without it no dataset input is logged. Every call goes through the
+    phase's outbox (clipsearch.tracking_outbox, its queue in `folder`, the phase folder): a store
+    that stops answering holds up neither the trials nor Tune's loop, and gets what it missed
+    when it answers again."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: dict | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: dict | None = None,
+                 folder: str | Path | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.base = base
-        self._client = None
-        self._runs: dict[str, str] = {}
-        self._down = False
+        self.folder = None if folder is None else str(Path(folder).resolve())
+        self._box = None
+        self._opened: set[str] = set()
 
     def __getstate__(self) -> dict:
-        # Ray pickles callbacks with the experiment; a client and the run map are rebuilt
-        return {**self.__dict__, "_client": None, "_runs": {}, "_down": False}
-
-    def _log(self, what: str, action) -> None:
-        """`action()`, unless the store failed before: a store that is down must not stop the
-        trials, nor hold up Tune's loop with a client's retries at every epoch. The first
-        failure is one line; the phase's trial runs are not logged from then on."""
-        if getattr(self, "_down", False):
-            return
-        try:
-            action()
-        except Exception as exc:  # noqa: BLE001 - MLflow's, the network's, the database's
-            self._down = True
-            tracking.not_logged(f"{what}, and the phase's trial runs from then on", exc)
+        # Ray pickles callbacks with the experiment; the outbox and the trials opened are rebuilt
+        return {**self.__dict__, "_box": None, "_opened": set()}
 
     @property
-    def client(self):
-        if self._client is None:
-            self._client = tracking.client(self.tracking_uri)
-        return self._client
+    def box(self) -> tracking_outbox.Outbox:
+        if getattr(self, "_box", None) is None:  # a callback pickled before the outbox: no folder, memory only
+            self._box = tracking_outbox.open_outbox(getattr(self, "folder", None), self.tracking_uri,
+                                                    self.experiment_id, self.parent_run_id)
+        return self._box
 
     def _run(self, trial) -> str:
-        if trial.trial_id not in self._runs:
+        """The trial's run (its role in the outbox), opened once per driver and trial start."""
+        opened = self.__dict__.setdefault("_opened", set())
+        if trial.trial_id not in opened:
             values = flatten(trial.config)
-            self._runs[trial.trial_id] = tracking.trial_run(
-                self.client, self.experiment_id, self.parent_run_id, trial.trial_id, values,
-                datasets=lambda: trial_datasets(getattr(self, "base", None), values))
-        return self._runs[trial.trial_id]
+            self.box.open_trial(trial.trial_id, values,
+                                datasets=lambda: trial_datasets(getattr(self, "base", None), values))
+            opened.add(trial.trial_id)
+        return tracking_outbox.trial_ref(trial.trial_id)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        def open_run():
-            run_id = self._run(trial)
-            self.client.update_run(run_id, status="RUNNING")  # a retried trial's run is open again
-
-        self._log(f"trial {trial.trial_id}'s run", open_run)
+        self.__dict__.setdefault("_opened", set()).discard(trial.trial_id)  # a retried trial's run opens again
+        self._run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: v for k, v in result.items() if k not in _SKIP}
-        self._log(f"trial {trial.trial_id}'s epoch {result.get('epoch')}",
-                  lambda: tracking.log_metrics(self.client, self._run(trial), metrics, step=int(result["epoch"])))
+        self.box.log_metrics(self._run(trial), metrics, step=int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._log(f"trial {trial.trial_id}'s end", lambda: tracking.end_run(self.client, self._run(trial), "FINISHED"))
+        self.box.end_run(self._run(trial), "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._log(f"trial {trial.trial_id}'s end", lambda: tracking.end_run(self.client, self._run(trial), "FAILED"))
+        self.box.end_run(self._run(trial), "FAILED")
 
 
 def trial_datasets(base: dict | None, values: dict) -> list:

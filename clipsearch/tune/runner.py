@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import tracking
+from .. import tracking, tracking_outbox
 from ..config import flatten
 from ..results import (BEST_JSON, HISTORY_DIR, PHASE_JSON, STATE_DIR, TRIALS_CSV, RunFolder, TrialRecord, best_summary,
                        phase_study, rank_trials, read_history, trial_rows, write_json, write_trials_csv)
@@ -77,6 +77,8 @@ def execute(plan: Plan) -> Outcome:
     plan.phase_dir.mkdir(parents=True, exist_ok=True)
     client = tracking.client(state["tracking_uri"])
     exp_id = tracking.experiment_id(client, state["tracking_uri"], state["experiment"])
+    if state.get("parent_run_id"):  # what an earlier driver's outage left queued goes first
+        tracking_outbox.open_outbox(plan.phase_dir, state["tracking_uri"], exp_id, state["parent_run_id"]).replay()
     parent = tracking.phase_run(client, exp_id, state["experiment"], plan.phase, _parent_params(state),
                                 run_id=state.get("parent_run_id"), datasets=lambda: _phase_datasets(state))
     if plan.resume:
@@ -86,32 +88,33 @@ def execute(plan: Plan) -> Outcome:
     state.update(mlflow_experiment_id=exp_id, parent_run_id=parent)
     write_json(plan.phase_dir / PHASE_JSON, state)
     _announce(plan, state)
+    # every MLflow call from here on goes through the phase's outbox: a store that stops
+    # answering mid-phase gets what it missed when it answers again
+    box = tracking_outbox.open_outbox(plan.phase_dir, state["tracking_uri"], exp_id, parent)
     status = "FAILED"
     try:
         # stdout carries only the command's JSON result; Tune prints its banner there
         with contextlib.redirect_stdout(sys.stderr):
             fit_started = time.time()
             _tuner(plan).fit()
-        outcome = _finish(plan, client, parent, started, time.time() - fit_started)
+        outcome = _finish(plan, box, started, time.time() - fit_started)
         status = "FINISHED" if outcome.best else "FAILED"
     except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
         raise
     finally:
-        _end_phase_run(client, exp_id, parent, status)
+        _end_phase_run(box, status)
     if outcome.best is None:
         raise RunFailed(f"{plan.phase}: all {outcome.trials} trials errored; see {plan.phase_dir / TRIALS_CSV}")
     return outcome
 
 
-def _end_phase_run(client, exp_id: str, parent: str, status: str) -> None:
-    """The parent run ends `status`, with the trial runs an interruption cut off; a store that
-    cannot be reached by now costs one line: the phase's files are written."""
-    try:
-        tracking.close_running(client, exp_id, parent)
-        tracking.end_run(client, parent, status)
-    except Exception as exc:  # noqa: BLE001 - raised from `finally`, it would hide the phase's outcome
-        tracking.not_logged(f"the end of run {parent} ({status})", exc)
+def _end_phase_run(box: tracking_outbox.Outbox, status: str) -> None:
+    """The parent run ends `status`, with the trial runs an interruption cut off; what a store
+    that does not answer by now has not got is one line, with the command that replays it."""
+    box.close_running(tracking_outbox.PARENT, "KILLED")
+    box.end_run(tracking_outbox.PARENT, status)
+    box.settle()
 
 
 def _parent_params(state: dict) -> dict[str, Any]:
@@ -282,7 +285,7 @@ def _run_config(state: dict, phase_dir: Path):
         # snapshot no longer names (Tune's num_to_keep=1 deleted the one it still named: see there)
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=[MLflowTrialRuns(state["tracking_uri"], state["mlflow_experiment_id"], state["parent_run_id"],
-                                   state["base"]),
+                                   state["base"], phase_dir),
                    ProgressLines(state["phase"], state["metric"], _epochs(state), _trial_count(state),
                                  mode=mode_of(state), done_before=state.get("trials_before", 0),
                                  best_before=state.get("best_before")), PruneFinished(),
@@ -296,7 +299,7 @@ def _trial_dirname(trial) -> str:
 
 # ------------------------------------------------------------------------------ results
 
-def _finish(plan: Plan, client, parent: str, started: float, run_seconds: float = 0.0) -> Outcome:
+def _finish(plan: Plan, box: tracking_outbox.Outbox, started: float, run_seconds: float = 0.0) -> Outcome:
     state = plan.state
     records = phase_records(state, plan.phase_dir / HISTORY_DIR)
     unfinished = [r for r in records if r.status not in ("TERMINATED", "ERROR")]
@@ -316,7 +319,7 @@ def _finish(plan: Plan, client, parent: str, started: float, run_seconds: float 
         write_json(plan.phase_dir / BEST_JSON, best)
     state["finished"] = True
     write_json(plan.phase_dir / PHASE_JSON, state)
-    _log_phase(client, parent, plan, best, len(records))
+    _log_phase(box, plan, best, len(records))
     if plan.after_phase is not None:
         plan.after_phase(plan.phase_dir)
     errored = sum(r.status == "ERROR" for r in records)
@@ -446,25 +449,21 @@ def _error_line(trial) -> str:
     return (errors[-1] if errors else lines[-1] if lines else "error")[:500]
 
 
-def _log_phase(client, parent: str, plan: Plan, best: dict | None, trials: int) -> None:
-    """trials.csv, best.json and the best trial's best/model.pt as artifacts of the parent run;
-    a store that refuses them costs one line, not the phase (its files are written by now)."""
-    try:
-        _log_phase_files(client, parent, plan, best, trials)
-    except Exception as exc:  # noqa: BLE001 - MLflow down at the end: the phase's results stand
-        tracking.not_logged(f"{plan.phase}'s trials.csv, best.json, best/model.pt and best_score (run {parent})", exc)
-
-
-def _log_phase_files(client, parent: str, plan: Plan, best: dict | None, trials: int) -> None:
-    client.log_artifact(parent, str(plan.phase_dir / TRIALS_CSV))
+def _log_phase(box: tracking_outbox.Outbox, plan: Plan, best: dict | None, trials: int) -> None:
+    """trials.csv, best.json and the best trial's best/model.pt as artifacts of the parent run,
+    with its best_score (queued by the outbox while the store does not answer)."""
+    parent = tracking_outbox.PARENT
+    box.log_artifact(parent, plan.phase_dir / TRIALS_CSV)
     if best is None:
         return
-    client.log_artifact(parent, str(plan.phase_dir / BEST_JSON))
-    tracking.log_metrics(client, parent, {"best_score": best["score"], "trials": trials,
-                                          "errored": best["errored"]}, step=0)
-    with best_model_file(best) as model:
-        if model is not None:
-            client.log_artifact(parent, str(model), artifact_path="best")
+    box.log_artifact(parent, plan.phase_dir / BEST_JSON)
+    box.log_metrics(parent, {"best_score": best["score"], "trials": trials, "errored": best["errored"]}, step=0)
+    try:
+        with best_model_file(best) as model:
+            if model is not None:
+                box.log_artifact(parent, model, artifact_path="best")
+    except Exception as exc:  # noqa: BLE001 - a checkpoint unreadable now: the phase's results stand
+        tracking.not_logged(f"{plan.phase}'s best/model.pt (run {box.runs[parent]})", exc)
 
 
 # ------------------------------------------------------------------------------ the best model

@@ -76,11 +76,14 @@ def test_data_sets_the_store_refuses_cost_one_line_and_no_error(tmp_path, capsys
     assert len(lines) == 1 and "the dataset inputs of run r1 not logged" in lines[0] and "is down" in lines[0]
 
 
-def test_a_trial_callback_whose_store_goes_down_says_so_once_and_stops_logging(capsys):
+def test_a_trial_callback_whose_store_goes_down_says_so_once_and_queues_its_calls(tmp_path, capsys, monkeypatch):
+    import json
     from types import SimpleNamespace
 
+    from clipsearch import tracking_outbox
     from clipsearch.tune.callbacks import MLflowTrialRuns
 
+    monkeypatch.setattr(tracking_outbox, "_OPEN", {})
     calls = []
 
     class Down:  # every call of the client fails, as with a server that does not answer
@@ -91,12 +94,24 @@ def test_a_trial_callback_whose_store_goes_down_says_so_once_and_stops_logging(c
 
             return call
 
-    callback = MLflowTrialRuns("http://127.0.0.1:9", "1", "parent")
-    callback._client = Down()
+    callback = MLflowTrialRuns("http://127.0.0.1:9", "1", "parent", folder=tmp_path)
+    callback.box._client = Down()
     trial = SimpleNamespace(trial_id="t1", config={"optimizer": {"lr": 0.01}})
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, {"epoch": 1, "objective": 3.0})
     callback.on_trial_complete(0, [], trial)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(calls) == 1 and len(lines) == 1  # no retries at every epoch once it failed
-    assert "trial t1's run, and the phase's trial runs from then on not logged" in lines[0]
+    assert len(calls) == 1 and len(lines) == 1  # no retry at every epoch: the next comes RETRY_S later
+    assert "the tracking store http://127.0.0.1:9 does not answer (ConnectionError: connection refused)" in lines[0]
+    queued = [json.loads(line) for line in (tmp_path / tracking_outbox.PENDING_FILE).read_text().splitlines()]
+    assert [(op["op"], op.get("run")) for op in queued] == [("open_trial", None), ("log_metrics", "trial:t1"),
+                                                           ("end_run", "trial:t1")]
+    assert queued[0]["params"] == {"optimizer.lr": "0.01"} and queued[1]["metrics"] == {"objective": 3.0}
+    restored = pickle_round_trip(callback)  # Ray pickles it with the experiment: the outbox is rebuilt
+    assert restored._box is None and restored.box is callback.box
+
+
+def pickle_round_trip(obj):
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
