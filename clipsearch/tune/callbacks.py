@@ -140,10 +140,20 @@ class ProgressLines(Callback):
         return text + f", {_duration(elapsed)}{left}"
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(trial, f"failed (failure {trial.num_failures}); retrying from its latest checkpoint, if it has one")
+        self._say(trial, f"failed (failure {trial.num_failures}: {_reason(trial)}); retrying from its latest "
+                         "checkpoint, if it has one")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(trial, f"errored after {trial.num_failures} failure(s); the phase goes on")
+        self._say(trial, f"errored after {trial.num_failures} failure(s) ({_reason(trial)}); the phase goes on")
+
+
+def _reason(trial) -> str:
+    """Why the trial's last attempt failed, in one line: from the driver's copy of its error.txt,
+    written just now (trial.get_error() reads the storage's, synced later: one failure behind)."""
+    from .trial_errors import error_line
+
+    path = Path(trial.error_file) if trial.error_file else None
+    return error_line(path.read_text(errors="replace") if path and path.is_file() else trial.get_error())
 
 
 def _duration(seconds: float) -> str:

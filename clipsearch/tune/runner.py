@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -142,8 +141,10 @@ def _announce(plan: Plan, state: dict) -> None:
 def _tuner(plan: Plan):
     from ray import tune
 
+    from .actor_errors import tolerate_worker_kills
     from .trainable import run_trial
 
+    tolerate_worker_kills()  # a trial killed for memory, or with its node, fails that trial, not the phase
     state = plan.state
     base = Base.from_json(state["base"])
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), state["resources"])
@@ -442,11 +443,11 @@ _BUCKET_SCHEMES = {"s3": "s3", "gcs": "gs"}
 
 
 def _error_line(trial) -> str:
-    """The exception of an errored trial in one line (its type and message)."""
-    text = trial.get_error() or ""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Fault)\b", line)]
-    return (errors[-1] if errors else lines[-1] if lines else "error")[:500]
+    """Why an errored trial errored, in one line (trial_errors.error_line: out of memory, or the
+    exception's type and message)."""
+    from .trial_errors import error_line
+
+    return error_line(trial.get_error())
 
 
 def _log_phase(box: tracking_outbox.Outbox, plan: Plan, best: dict | None, trials: int) -> None:
