@@ -1,8 +1,11 @@
-"""The faults tests inject through the trial hook: which trials a rule picks, when they fail."""
+"""The faults tests inject through the trial hook: which trials a rule picks, when they fail, and\nhow a trial made to run out of memory grows."""
+
+import re
 
 import pytest
 
-from clipsearch.bench.faults import FAULTS_ENV, HOOK, InjectedFault, fault_env, inject, parse_rules
+from clipsearch.bench.faults import (FAULTS_ENV, HOOK, InjectedFault, MemoryNotReclaimed, exhaust_memory, fault_env,
+                                     inject, oom_env, parse_rules)
 from clipsearch.tune.trial_hook import TRIAL_HOOK_ENV, load_epoch_hook
 
 
@@ -37,3 +40,19 @@ def test_fault_env_installs_the_hook_the_trainable_loads(monkeypatch):
         monkeypatch.setenv(key, value)
     assert load_epoch_hook() is inject
     assert [r.after for r in parse_rules(env[FAULTS_ENV])] == [0]
+
+
+@pytest.mark.census("out of memory")
+def test_an_oom_rule_grows_its_trial_resident_until_its_cap(monkeypatch):
+    """In-process, with no monitor to kill it: the hook holds written (resident) memory up to its
+    cap, then gives it back and says nothing killed it; trials the rule does not pick, or before
+    its epoch, are left alone."""
+    for key, value in oom_env("optimizer.name=radam@1", cap_mib=128).items():
+        monkeypatch.setenv(key, value)
+    assert load_epoch_hook() is exhaust_memory
+    exhaust_memory({"optimizer.name": "adamw"}, 5)
+    exhaust_memory({"optimizer.name": "radam"}, 1)
+    with pytest.raises(MemoryNotReclaimed, match="cap of 128 MiB, and nothing killed it") as caught:
+        exhaust_memory({"optimizer.name": "radam"}, 2)
+    grown = int(re.search(r"grew by (\d+) MiB", str(caught.value)).group(1))
+    assert grown >= 100  # pages written, not just reserved
