@@ -30,3 +30,18 @@ def _file_size_limit(limit_bytes):
 def file_size_limit():
     """`with file_size_limit(n):` a disk that takes only n bytes more a file (the full-disk tests)."""
     return _file_size_limit
+
+
+@pytest.fixture(scope="session")
+def finished_quick_phase(tmp_path_factory):
+    """One finished `clipsearch phase1 --quick --name demo` (two 1-epoch trials on 5% of the
+    pairs), run once for every test that only reads what a finished phase leaves (results/demo/
+    phase1, its MLflow runs and registered model, its Optuna study): (folder it ran in, the
+    finished process). Readers must not change it."""
+    from tests.tune.helpers import run_cli
+
+    root = tmp_path_factory.mktemp("finished_quick_phase")
+    out = run_cli("phase1", "--quick", "--name", "demo", "--num-samples", "2", "--set", "train.epochs=1",
+                  "--set", "data.fraction=0.05", cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root, out

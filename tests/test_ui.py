@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from clipsearch.ui import STOP_TIMEOUT_S
-from tests.tune.helpers import ENV, run_cli
+from tests.tune.helpers import ENV
 
 # the children get STOP_TIMEOUT_S to stop before SIGKILL; the rest is margin for a busy 2-core machine
 STOPPED_WITHIN_S = STOP_TIMEOUT_S + 45
@@ -46,13 +46,10 @@ def ui_command(*args) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """A finished quick phase 1 (two 1-epoch trials on 5% of the pairs), as a user leaves it."""
-    root = tmp_path_factory.mktemp("ui")
-    out = run_cli("phase1", "--quick", "--name", "demo", "--num-samples", "2", "--set", "train.epochs=1",
-                  "--set", "data.fraction=0.05", cwd=root)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return root
+def finished(finished_quick_phase) -> Path:
+    """A finished quick phase 1 (two 1-epoch trials on 5% of the pairs), as a user leaves it
+    (the suite's one, tests/conftest.py)."""
+    return finished_quick_phase[0]
 
 
 @pytest.fixture(scope="module")

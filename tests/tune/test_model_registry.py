@@ -85,49 +85,39 @@ def test_a_phase_without_a_best_trial_registers_nothing(tmp_path, monkeypatch):
     assert model_registry.register_best_model(folder) is None
 
 
-TINY_PHASE = """base: quick
-num_samples: 1
-max_concurrent: 1
-params:
-  optimizer.lr: {loguniform: [1.0e-3, 1.0e-2]}
-  data.fraction: 0.05
-  train.epochs: 1
-"""
-
-
 @pytest.mark.slow
-def test_a_phase_run_on_its_own_leaves_runs_with_code_and_data_and_a_registered_model(tmp_path):
-    """`clipsearch phase1` end to end on one tiny trial: the parent and child runs carry the
-    code's version and the embedded data sets, and the best epoch is registered model 'exp' v1."""
+def test_a_phase_run_on_its_own_leaves_runs_with_code_and_data_and_a_registered_model(finished_quick_phase):
+    """`clipsearch phase1 --quick` end to end on two tiny trials (the suite's finished phase,
+    tests/conftest.py): the parent and child runs carry the code's version and the embedded data
+    sets, and the best epoch is registered model 'demo' v1."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     import mlflow.pytorch
 
     from clipsearch.models import DualEncoder, trainable_state
 
-    from .helpers import mlflow_runs, run_cli, write_space
+    from .helpers import mlflow_runs
 
-    write_space(tmp_path, "space.yaml", TINY_PHASE)
-    out = run_cli("phase1", "--space", "space.yaml", "--name", "exp", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "phase1: best model (trial " in out.stderr and "registered in MLflow as 'exp' version 1" in out.stderr
-    runs = mlflow_runs(tmp_path / "results", "exp")
+    root, out = finished_quick_phase
+    assert "phase1: best model (trial " in out.stderr and "registered in MLflow as 'demo' version 1" in out.stderr
+    runs = mlflow_runs(root / "results", "demo")
     parent = next(r for r in runs if r.info.run_name == "phase1")
-    child = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
     versions = {k: v for k, v in code_version().items() if k.endswith(".version")}
-    for run in (parent, child):
+    for run in (parent, *children):
         assert {k: run.data.tags[k] for k in versions} == versions
         if GIT_COMMIT_TAG in code_version():  # HEAD of the checkout when the command ran (it may move on since)
             assert re.fullmatch("[0-9a-f]{40}", run.data.tags[GIT_COMMIT_TAG])
         assert {i.dataset.name for i in run.inputs.dataset_inputs} == {
             "embedded:mnist5000-captions", "embedded:mnist5000-heldout1000", "embedded:sklearn-digits-8x8"}
-    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
-    version = tracking.client(uri).get_model_version("exp", "1")
-    best = json.loads((tmp_path / "results" / "exp" / "phase1" / "best.json").read_text())
+    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
+    version = tracking.client(uri).get_model_version("demo", "1")
+    best = json.loads((root / "results" / "demo" / "phase1" / "best.json").read_text())
     assert version.run_id == parent.info.run_id and version.tags["clipsearch.trial_id"] == best["trial_id"]
     assert float(version.tags["metric.objective"]) == pytest.approx(best["score"], rel=1e-5)
     with _use_tracking_uri(uri):
-        model = mlflow.pytorch.load_model("models:/exp/1")
+        model = mlflow.pytorch.load_model("models:/demo/1")
     saved = torch.load(f"{best['checkpoint']}/best/model.pt", map_location="cpu", weights_only=True)["model"]
     assert isinstance(model, DualEncoder)
     assert all(torch.equal(value, saved[key]) for key, value in trainable_state(model).items())
