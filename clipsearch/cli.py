@@ -519,18 +519,26 @@ def bench_reliability(
                                        "to its end, its driver's RSS sampled each second and held to a bound "
                                        "(10-20 minutes on 2 cores)")] = False,
     soak_trials: Annotated[int, typer.Option(help="trials of the soak")] = 100,
+    node_loss: Annotated[bool, typer.Option(help="also run the node loss: a two-node Ray cluster on this machine, a "
+                                            "quick phase 1 of two trials on it, the worker node's raylet SIGKILLed "
+                                            "mid-epoch; its trial must go on from its checkpoint (3-5 minutes)")] = False,
+    oom: Annotated[bool, typer.Option(help="also run the out-of-memory trial: a quick phase 1 of three trials, one "
+                                      "grown until Ray's memory monitor kills it (RAY_memory_usage_threshold set a "
+                                      "few GiB above the memory in use); it must error with the reason in "
+                                      "trials.csv and the others finish (2-3 minutes)")] = False,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
     """Faults survived and bad inputs tried, counted: the census of the quick fault and bad-input
     tests, a quick phase 1 killed and resumed KILLS times (with a trial worker killed once), and
-    with --soak a long quick phase 1 whose driver memory is bounded. Writes OUT/reliability.json
-    and OUT/reliability.md (per category: tried, passed, lost); the parts not run this time are
-    kept from the previous file, each dated by its own run (soak only: --no-census --kills 0 --soak)."""
+    with --soak a long quick phase 1 whose driver memory is bounded, with --node-loss a node lost
+    under a trial, with --oom a trial out of memory. Writes OUT/reliability.json and
+    OUT/reliability.md (per category: tried, passed, lost); the parts not run this time are kept
+    from the previous file, each dated by its own run (soak only: --no-census --kills 0 --soak)."""
     from .bench.reliability import run_reliability_benchmark
 
     _check_at_least(("--kills", kills, 0), ("--trials", trials, 1), ("--soak-trials", soak_trials, 4))
     typer.echo(str(run_reliability_benchmark(out, kills=kills, trials=trials, census=census, seed=seed,
-                                             soak=soak, soak_trials=soak_trials)))
+                                             soak=soak, soak_trials=soak_trials, node_loss=node_loss, oom=oom)))
 
 
 # ------------------------------------------------------------------------------ sweeps (image-only protocols)

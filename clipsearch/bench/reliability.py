@@ -6,7 +6,10 @@ Two sources, both run here, never copied from elsewhere:
 - the kill loop (clipsearch.bench.kill_loop): a quick phase 1 whose driver is SIGKILLed at
   random moments and resumed, and a trial worker killed mid-epoch;
 - with --soak (clipsearch.bench.soak): a quick phase 1 of 100 trials run to its end, its driver's
-  RSS sampled each second and held to a stated bound.
+  RSS sampled each second and held to a stated bound;
+- with --node-loss (clipsearch.bench.node_loss): a two-node cluster whose worker node's raylet
+  is SIGKILLed mid-epoch under a trial;
+- with --oom (clipsearch.bench.oom): a trial that grows until Ray's memory monitor kills it.
 Writes OUT/reliability.json and OUT/reliability.md: per category, cases tried, passed, and what
 was lost (failed cases, trials lost or repeated, half-written files, runs left open). Each part
 is a section dated by the run that produced it; a run keeps the sections it did not redo.
@@ -30,19 +33,24 @@ from .common import environment, write_result
 #: category its marker names); the rest of tests/ is not collected, which would take longer
 CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py", "tests/test_train.py",
                 # the driver's guards: a second driver, a space edited before --resume, the Optuna storage
-                "tests/tune/test_driver_lock.py", "tests/tune/test_space_change.py", "tests/tune/test_studies.py"]
+                "tests/tune/test_driver_lock.py", "tests/tune/test_space_change.py", "tests/tune/test_studies.py",
+                # a trial out of memory, a node lost: the hook that grows a trial, the reason, Tune's handling
+                "tests/bench/test_faults.py", "tests/tune/test_trial_errors.py"]
 
 
 #: the sections of the result, each produced by one part of the command, each dated by its run
-SECTIONS = ("census", "kill loop", "soak")
+SECTIONS = ("census", "kill loop", "soak", "node loss", "out of memory")
 SOAK_ROW = "soak: phase 1 run to its end, driver RSS bounded (bench)"
+NODE_LOSS_ROW = "node lost mid-epoch, its trial on from its checkpoint elsewhere (bench)"
+OOM_ROW = "trial out of memory: errored with the reason, the phase goes on (bench)"
 
 
 def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bool, seed: int,
-                              soak: bool = False, soak_trials: int = 100) -> Path:
+                              soak: bool = False, soak_trials: int = 100, node_loss: bool = False,
+                              oom: bool = False) -> Path:
     """Run the parts asked for; the sections of OUT/reliability.json this run did not redo are
     kept from the previous file, with the date and command of the run that made them."""
-    command = _command(kills, trials, census, seed, soak, soak_trials)
+    command = _command(kills, trials, census, seed, soak, soak_trials, node_loss, oom)
     run = {"date": environment()["date"], "command": command}
     fresh: dict[str, dict] = {}  # section -> {"categories": ..., extra keys}
     if census:
@@ -51,6 +59,10 @@ def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bo
         fresh["kill loop"] = _kill_loop_section(kills, trials, seed)
     if soak:
         fresh["soak"] = _soak_section(soak_trials)
+    if node_loss:
+        fresh["node loss"] = _node_loss_section(seed)
+    if oom:
+        fresh["out of memory"] = _oom_section()
     sections = {**_previous_sections(out_dir / "reliability.json"), **{k: {**v, "run": run} for k, v in fresh.items()}}
     return _write(out_dir, command, sections)
 
@@ -97,6 +109,24 @@ def _soak_section(trials: int) -> dict:
                                                       "failed_cases": failures}}}
 
 
+def _node_loss_section(seed: int) -> dict:
+    from .node_loss import run_node_loss
+
+    loss = run_node_loss(seed=seed)
+    lost = loss.trials_configured - loss.terminated + len(loss.failures)
+    return {"node_loss": asdict(loss), "categories": {NODE_LOSS_ROW: {
+        "tried": 1, "passed": int(not loss.failures), "lost": lost if loss.failures else 0,
+        "failed_cases": loss.failures}}}
+
+
+def _oom_section() -> dict:
+    from .oom import run_out_of_memory
+
+    oom = run_out_of_memory()
+    return {"out_of_memory": asdict(oom), "categories": {OOM_ROW: {
+        "tried": 1, "passed": int(not oom.failures), "lost": len(oom.failures), "failed_cases": oom.failures}}}
+
+
 def _previous_sections(path: Path) -> dict[str, dict]:
     """The sections of an earlier reliability.json, by name; a file from before sections were
     kept apart is split by its rows' names and dated by its one run."""
@@ -124,7 +154,7 @@ def _write(out_dir: Path, command: str, sections: dict[str, dict]) -> Path:
     rows.append(("**total**", *result["totals"].values()))
     path = write_result(out_dir, "reliability", result, rows, ("category", "tried", "passed", "lost"))
     with open(path, "a", encoding="utf-8") as md:
-        md.write("\n" + "\n".join(_md_runs(sections) + _md_soak(result["soak"])) + "\n")
+        md.write("\n" + "\n".join(_md_runs(sections) + _md_soak(result["soak"]) + _md_faults(sections)) + "\n")
     return path
 
 
@@ -154,9 +184,24 @@ def _md_soak(soak: dict | None) -> list[str]:
             + "".join(f"; {f}" for f in soak["failures"]) + "."]
 
 
-def _command(kills: int, trials: int, census: bool, seed: int, soak: bool = False, soak_trials: int = 100) -> str:
+def _md_faults(sections: dict[str, dict]) -> list[str]:
+    """What the user saw of the node-loss and out-of-memory trials: the driver's own lines."""
+    lines = []
+    for name, key, what in (("node loss", "node_loss", "the trial whose node was lost"),
+                            ("out of memory", "out_of_memory", "the trial that ran out of memory")):
+        record = sections.get(name, {}).get(key)
+        if record:
+            lines += ["", f"## {name}", "", f"The driver's lines for {what}:", "", "```",
+                      *record["driver_lines"], "```"]
+            lines += [f"- {f}" for f in record["failures"]] or ["All checks passed."]
+    return lines
+
+
+def _command(kills: int, trials: int, census: bool, seed: int, soak: bool = False, soak_trials: int = 100,
+             node_loss: bool = False, oom: bool = False) -> str:
     return (f"clipsearch bench reliability --kills {kills} --trials {trials} --seed {seed}"
-            + ("" if census else " --no-census") + (f" --soak --soak-trials {soak_trials}" if soak else ""))
+            + ("" if census else " --no-census") + (f" --soak --soak-trials {soak_trials}" if soak else "")
+            + (" --node-loss" if node_loss else "") + (" --oom" if oom else ""))
 
 
 def run_census(repo: Path, collect_only: bool = False) -> list[dict]:

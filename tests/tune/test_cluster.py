@@ -8,8 +8,9 @@ Both nodes run on this machine, so they share an IP: trials are told apart by th
 id each one reports (clipsearch.tune.trainable), checked against `ray list nodes`. Token
 authentication is on, with a token of the test's own (RAY_AUTH_TOKEN), as on a real cluster.
 
-Each node is a `ray start --block` stopped with SIGTERM rather than `ray stop`: `ray stop`
-kills every Ray process of the machine, including clusters this test did not start.
+The nodes are started and stopped by clipsearch.bench.local_cluster (the node-loss bench runs on
+the same cluster): each is a `ray start --block` stopped with SIGTERM rather than `ray stop`,
+which kills every Ray process of the machine, including clusters this test did not start.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,83 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from clipsearch.bench.local_cluster import (WORKER_RESOURCE, alive_nodes, free_ports, head_ready, port_answers,
+                                            processes_mentioning, start_head, start_worker, stop, wait_until)
+
 from .helpers import ENV, run_cli
 
 pytestmark = pytest.mark.slow
-
-RAY = str(Path(sys.executable).with_name("ray"))
-WORKER_RESOURCE = "clipsearch_worker"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def node_ports() -> list[str]:
-    """The ports a node would otherwise take at fixed defaults, clashing with the other node."""
-    agent, grpc, metrics, runtime_env = free_ports(4)
-    return ["--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(grpc),
-            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env)]
-
-
-def start_node(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    common = ["--block", "--num-cpus", "1", "--num-gpus", "0", "--object-store-memory", str(200 * 2**20),
-              "--disable-usage-stats"]
-    return subprocess.Popen([RAY, "start", *args, *common, *node_ports()], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_until(ready, what: str, timeout: float = 120, *procs: subprocess.Popen):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        dead = [p.args[:3] for p in procs if p.poll() is not None]
-        assert not dead, f"{dead} exited while waiting for {what}"
-        value = ready()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def alive_nodes(dashboard: str, env: dict) -> list[dict]:
-    done = subprocess.run([RAY, "list", "nodes", "--address", dashboard, "--format", "json", "--filter",
-                           "state=ALIVE"], env=env, capture_output=True, text=True, timeout=60)
-    return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
-
-
-def port_answers(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
-    """SIGTERM to a `ray start --block` (or any server): it stops its own processes."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # its session: never anything this test did not start
-        return proc.wait(10)
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines (Linux /proc) that contain `text`: a node's processes name its temp dir."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(cmdline[:200])
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +47,11 @@ def cluster(tmp_path_factory):
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
         env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=(root / "mlflow.log").open("w"),
         stderr=subprocess.STDOUT, start_new_session=True)
-    head = start_node(["--head", "--port", str(gcs), "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir),
-                       "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard)], root / "head.log", env)
+    head = start_head(gcs, dashboard, temp_dir, root / "head.log", env)
     nodes = {"head": head}
     try:
-        wait_until(lambda: "block forever" in (root / "head.log").read_text(), "the head node", 180, head)
-        nodes["worker"] = start_node(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1",
-                                      "--resources", json.dumps({WORKER_RESOURCE: 1})], root / "worker.log", env)
+        wait_until(lambda: head_ready(root / "head.log"), "the head node", 180, head)
+        nodes["worker"] = start_worker(gcs, root / "worker.log", env)
         listed = wait_until(lambda: (n := alive_nodes(f"http://127.0.0.1:{dashboard}", env)) and len(n) == 2 and n,
                             "two alive nodes", 180, *nodes.values())
         wait_until(lambda: port_answers(mlflow_port), "the MLflow server", 120, mlflow)
