@@ -151,8 +151,18 @@ def dataset_input(source: DataSource):
 
 def not_logged(what: str, exc: BaseException) -> None:
     """One line on stderr: what the tracking store did not get, and why."""
-    reason = " ".join(str(exc).split())[:300]
-    print(f"clipsearch: MLflow: {what} not logged ({type(exc).__name__}: {reason})", file=sys.stderr, flush=True)
+    print(f"clipsearch: MLflow: {what} not logged ({failure_reason(exc)})", file=sys.stderr, flush=True)
+
+
+def failure_reason(exc: BaseException, limit: int = 300) -> str:
+    """'TYPE: message' of the failure's first cause ('ConnectionRefusedError: [Errno 111]
+    Connection refused'): what MLflow's HTTP client wraps it in is a URL and urllib3's retry
+    summary; an error without a cause is itself."""
+    seen = {id(exc)}
+    while (cause := exc.__cause__ or exc.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        exc = cause
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:limit]}"
 
 
 def log_params(mlflow_client, run_id: str, params: dict[str, Any]) -> None:
@@ -264,16 +274,18 @@ def log_registered_model(uri: str, run_id: str, model, name: str, tags: dict[str
     quiet.setLevel(logging.ERROR)
     try:
         # the run is reopened for the block so that MLflow files the logged model under the run's
-        # experiment; it ends FINISHED again (only a finished phase has a best model to log)
-        with mlflow.start_run(run_id=run_id):
+        # experiment; it ends FINISHED again (only a finished phase has a best model to log); a
+        # server that is down costs seconds, not MLflow's minutes of retries per call
+        with fail_fast(), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(model, name="model", registered_model_name=name,
                                             serialization_format="pickle", pip_requirements=requirements,
                                             await_registration_for=60)
         version = str(info.registered_model_version)
         registry = client(uri)
-        for key, value in tags.items():
-            registry.set_model_version_tag(name, version, key, value)
-        registry.update_model_version(name, version, description=description)
+        with fail_fast():
+            for key, value in tags.items():
+                registry.set_model_version_tag(name, version, key, value)
+            registry.update_model_version(name, version, description=description)
         return version
     finally:
         mlflow.set_tracking_uri(previous)

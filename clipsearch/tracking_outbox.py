@@ -309,7 +309,7 @@ def _what(op: dict) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return tracking.failure_reason(exc, limit=200)
 
 
 def _say(text: str) -> None:
