@@ -184,7 +184,8 @@ def log_metrics(mlflow_client, run_id: str, metrics: dict[str, Any], step: int, 
         mlflow_client.log_batch(run_id, metrics=items[i:i + 1000])
 
 
-def close_running(mlflow_client, exp_id: str, parent_id: str, status: str = "KILLED", end_time: int | None = None) -> int:
+def close_running(mlflow_client, exp_id: str, parent_id: str, status: str = "KILLED",
+                  end_time: int | None = None) -> int:
     """End the parent's child runs still RUNNING; returns how many there were."""
     stale = [r for r in find_runs(mlflow_client, exp_id, parent=parent_id) if r.info.status == "RUNNING"]
     for run in stale:

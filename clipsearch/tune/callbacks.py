@@ -39,10 +39,11 @@ class MLflowTrialRuns(Callback):
         self.folder = None if folder is None else str(Path(folder).resolve())
         self._box = None
         self._opened: set[str] = set()
+        self._ended: set[str] = set()
 
     def __getstate__(self) -> dict:
         # Ray pickles callbacks with the experiment; the outbox and the trials opened are rebuilt
-        return {**self.__dict__, "_box": None, "_opened": set()}
+        return {**self.__dict__, "_box": None, "_opened": set(), "_ended": set()}
 
     @property
     def box(self) -> tracking_outbox.Outbox:
@@ -70,10 +71,23 @@ class MLflowTrialRuns(Callback):
         self.box.log_metrics(self._run(trial), metrics, step=int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.box.end_run(self._run(trial), "FINISHED")
+        self._end(trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.box.end_run(self._run(trial), "FAILED")
+        self._end(trial, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        # the trials a time budget stops end TERMINATED without on_trial_complete: their runs
+        # end as trials.csv has them, not KILLED with what an interruption cut off
+        ended = self.__dict__.setdefault("_ended", set())
+        for trial in trials:
+            if trial.trial_id in self.__dict__.get("_opened", ()) and trial.trial_id not in ended and \
+                    trial.status in ("TERMINATED", "ERROR"):
+                self._end(trial, "FINISHED" if trial.status == "TERMINATED" else "FAILED")
+
+    def _end(self, trial, status: str) -> None:
+        self.box.end_run(self._run(trial), status)
+        self.__dict__.setdefault("_ended", set()).add(trial.trial_id)
 
 
 def trial_datasets(base: dict | None, values: dict) -> list:

@@ -115,3 +115,31 @@ def pickle_round_trip(obj):
     import pickle
 
     return pickle.loads(pickle.dumps(obj))
+
+
+def test_trials_a_budget_stops_end_finished_as_trials_csv_has_them(tmp_path, monkeypatch):
+    """Tune's time or epoch budget stops the trials left TERMINATED without on_trial_complete:
+    their runs end FINISHED at the experiment's end, not KILLED by the phase's close."""
+    from types import SimpleNamespace
+
+    from clipsearch import tracking_outbox
+    from clipsearch.tune.callbacks import MLflowTrialRuns
+
+    monkeypatch.setattr(tracking_outbox, "_OPEN", {})
+    uri = tracking.default_tracking_uri(tmp_path)
+    client = tracking.client(uri)
+    exp = tracking.experiment_id(client, uri, "exp")
+    parent = tracking.phase_run(client, exp, "exp", "phase1", {})
+    callback = MLflowTrialRuns(uri, exp, parent, folder=tmp_path)
+    done, stopped, cut = (SimpleNamespace(trial_id=t, config={}, status="RUNNING") for t in ("done", "stopped", "cut"))
+    for trial in (done, stopped, cut):
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_result(0, [], trial, {"epoch": 1, "objective": 1.0})
+    callback.on_trial_complete(0, [], done)
+    done.status = stopped.status = "TERMINATED"  # cut: still RUNNING (an interruption)
+    ended = client.get_run(callback.box.runs["trial:done"]).info.end_time
+    callback.on_experiment_end([done, stopped, cut, SimpleNamespace(trial_id="never", status="TERMINATED")])
+    status = {t: client.get_run(callback.box.runs[f"trial:{t}"]).info.status for t in ("done", "stopped", "cut")}
+    assert status == {"done": "FINISHED", "stopped": "FINISHED", "cut": "RUNNING"}  # cut: the phase closes it
+    assert client.get_run(callback.box.runs["trial:done"]).info.end_time == ended  # not ended twice
+    assert "trial:never" not in callback.box.runs
