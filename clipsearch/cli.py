@@ -526,19 +526,25 @@ def bench_reliability(
                                       "grown until Ray's memory monitor kills it (RAY_memory_usage_threshold set a "
                                       "few GiB above the memory in use); it must error with the reason in "
                                       "trials.csv and the others finish (2-3 minutes)")] = False,
+    tracking_outage: Annotated[bool, typer.Option(help="also run the tracking outage: a quick phase 1 logging to "
+                                                  "an mlflow server on 127.0.0.1, the server killed after the first "
+                                                  "epoch and started again 60 s later; every trial's run must end "
+                                                  "FINISHED with all its epochs, none RUNNING (4-10 minutes)")] = False,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
     """Faults survived and bad inputs tried, counted: the census of the quick fault and bad-input
     tests, a quick phase 1 killed and resumed KILLS times (with a trial worker killed once), and
     with --soak a long quick phase 1 whose driver memory is bounded, with --node-loss a node lost
-    under a trial, with --oom a trial out of memory. Writes OUT/reliability.json and
+    under a trial, with --oom a trial out of memory, with --tracking-outage the MLflow server
+    down a minute mid-phase. Writes OUT/reliability.json and
     OUT/reliability.md (per category: tried, passed, lost); the parts not run this time are kept
     from the previous file, each dated by its own run (soak only: --no-census --kills 0 --soak)."""
     from .bench.reliability import run_reliability_benchmark
 
     _check_at_least(("--kills", kills, 0), ("--trials", trials, 1), ("--soak-trials", soak_trials, 4))
     typer.echo(str(run_reliability_benchmark(out, kills=kills, trials=trials, census=census, seed=seed,
-                                             soak=soak, soak_trials=soak_trials, node_loss=node_loss, oom=oom)))
+                                             soak=soak, soak_trials=soak_trials, node_loss=node_loss, oom=oom,
+                                             tracking_outage=tracking_outage)))
 
 
 # ------------------------------------------------------------------------------ sweeps (image-only protocols)

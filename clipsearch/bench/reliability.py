@@ -9,7 +9,9 @@ Two sources, both run here, never copied from elsewhere:
   RSS sampled each second and held to a stated bound;
 - with --node-loss (clipsearch.bench.node_loss): a two-node cluster whose worker node's raylet
   is SIGKILLed mid-epoch under a trial;
-- with --oom (clipsearch.bench.oom): a trial that grows until Ray's memory monitor kills it.
+- with --oom (clipsearch.bench.oom): a trial that grows until Ray's memory monitor kills it;
+- with --tracking-outage (clipsearch.bench.tracking_outage): the MLflow server of a quick phase 1
+  killed mid-phase for a minute and started again.
 Writes OUT/reliability.json and OUT/reliability.md: per category, cases tried, passed, and what
 was lost (failed cases, trials lost or repeated, half-written files, runs left open). Each part
 is a section dated by the run that produced it; a run keeps the sections it did not redo.
@@ -35,22 +37,25 @@ CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py", "tests/t
                 # the driver's guards: a second driver, a space edited before --resume, the Optuna storage
                 "tests/tune/test_driver_lock.py", "tests/tune/test_space_change.py", "tests/tune/test_studies.py",
                 # a trial out of memory, a node lost: the hook that grows a trial, the reason, Tune's handling
-                "tests/bench/test_faults.py", "tests/tune/test_trial_errors.py"]
+                "tests/bench/test_faults.py", "tests/tune/test_trial_errors.py",
+                # the tracking server down: the driver's MLflow calls queued and replayed
+                "tests/test_tracking_outbox.py"]
 
 
 #: the sections of the result, each produced by one part of the command, each dated by its run
-SECTIONS = ("census", "kill loop", "soak", "node loss", "out of memory")
+SECTIONS = ("census", "kill loop", "soak", "node loss", "out of memory", "tracking outage")
 SOAK_ROW = "soak: phase 1 run to its end, driver RSS bounded (bench)"
 NODE_LOSS_ROW = "node lost mid-epoch, its trial on from its checkpoint elsewhere (bench)"
 OOM_ROW = "trial out of memory: errored with the reason, the phase goes on (bench)"
+OUTAGE_ROW = "tracking server down a minute mid-phase: all logged once back, no run RUNNING (bench)"
 
 
 def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bool, seed: int,
                               soak: bool = False, soak_trials: int = 100, node_loss: bool = False,
-                              oom: bool = False) -> Path:
+                              oom: bool = False, tracking_outage: bool = False) -> Path:
     """Run the parts asked for; the sections of OUT/reliability.json this run did not redo are
     kept from the previous file, with the date and command of the run that made them."""
-    command = _command(kills, trials, census, seed, soak, soak_trials, node_loss, oom)
+    command = _command(kills, trials, census, seed, soak, soak_trials, node_loss, oom, tracking_outage)
     run = {"date": environment()["date"], "command": command}
     fresh: dict[str, dict] = {}  # section -> {"categories": ..., extra keys}
     if census:
@@ -63,6 +68,8 @@ def run_reliability_benchmark(out_dir: Path, kills: int, trials: int, census: bo
         fresh["node loss"] = _node_loss_section(seed)
     if oom:
         fresh["out of memory"] = _oom_section()
+    if tracking_outage:
+        fresh["tracking outage"] = _outage_section()
     sections = {**_previous_sections(out_dir / "reliability.json"), **{k: {**v, "run": run} for k, v in fresh.items()}}
     return _write(out_dir, command, sections)
 
@@ -127,6 +134,15 @@ def _oom_section() -> dict:
         "tried": 1, "passed": int(not oom.failures), "lost": len(oom.failures), "failed_cases": oom.failures}}}
 
 
+def _outage_section() -> dict:
+    from .tracking_outage import run_tracking_outage
+
+    outage = run_tracking_outage()
+    return {"tracking_outage": asdict(outage), "categories": {OUTAGE_ROW: {
+        "tried": 1, "passed": int(not outage.failures), "lost": len(outage.failures),
+        "failed_cases": outage.failures}}}
+
+
 def _previous_sections(path: Path) -> dict[str, dict]:
     """The sections of an earlier reliability.json, by name; a file from before sections were
     kept apart is split by its rows' names and dated by its one run."""
@@ -154,7 +170,8 @@ def _write(out_dir: Path, command: str, sections: dict[str, dict]) -> Path:
     rows.append(("**total**", *result["totals"].values()))
     path = write_result(out_dir, "reliability", result, rows, ("category", "tried", "passed", "lost"))
     with open(path, "a", encoding="utf-8") as md:
-        md.write("\n" + "\n".join(_md_runs(sections) + _md_soak(result["soak"]) + _md_faults(sections)) + "\n")
+        md.write("\n" + "\n".join(_md_runs(sections) + _md_soak(result["soak"]) + _md_faults(sections)
+                                     + _md_outage(sections.get("tracking outage", {}).get("tracking_outage"))) + "\n")
     return path
 
 
@@ -197,11 +214,35 @@ def _md_faults(sections: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _md_outage(outage: dict | None) -> list[str]:
+    """The outage's timeline, what the user saw, and what MLflow held after it."""
+    if not outage:
+        return []
+    replayed = outage["replayed_by"] + (f" (exit {outage['replay_exit_code']})"
+                                        if outage["replay_exit_code"] is not None else "")
+    lines = ["", "## tracking outage", "",
+             f"Quick phase 1 ({outage['budget_minutes']:g}-minute time budget, trials of {outage['epochs']} epochs, "
+             f"no early stopping) against `mlflow server` on 127.0.0.1 (sqlite store): the server SIGKILLed (its "
+             f"process group) {outage['down_at_s']} s into the phase, after its first epoch, kept down "
+             f"{outage['outage_s']:.0f} s, started again on the same port and store and answering at "
+             f"{outage['back_at_s']} s; the phase ended at {outage['phase_ended_at_s']} s with exit "
+             f"{outage['exit_code']}. What it could not log was replayed by {replayed}. After it: {outage['rows']} "
+             f"rows in trials.csv, {outage['child_runs']} child runs ({outage['runs_without_a_row']} of trials the "
+             f"budget stopped before an epoch, which trials.csv leaves out), {outage['runs_left_running']} run(s) "
+             f"RUNNING, {outage['calls_left_queued']} call(s) queued.", "",
+             "The driver's MLflow lines:", "", "```", *outage["driver_lines"], *outage["replay_lines"], "```"]
+    verdict = [f"- {f}" for f in outage["failures"]] or [
+        "All checks passed: every trial's run FINISHED (FAILED for an errored one) with every epoch of trials.csv "
+        "and its last objective, the parent FINISHED with its artifacts."]
+    return lines + [""] + verdict
+
+
 def _command(kills: int, trials: int, census: bool, seed: int, soak: bool = False, soak_trials: int = 100,
-             node_loss: bool = False, oom: bool = False) -> str:
+             node_loss: bool = False, oom: bool = False, tracking_outage: bool = False) -> str:
     return (f"clipsearch bench reliability --kills {kills} --trials {trials} --seed {seed}"
             + ("" if census else " --no-census") + (f" --soak --soak-trials {soak_trials}" if soak else "")
-            + (" --node-loss" if node_loss else "") + (" --oom" if oom else ""))
+            + (" --node-loss" if node_loss else "") + (" --oom" if oom else "")
+            + (" --tracking-outage" if tracking_outage else ""))
 
 
 def run_census(repo: Path, collect_only: bool = False) -> list[dict]:
