@@ -38,11 +38,11 @@ def write_phase_report(phase_dir: Path, png: bool = True) -> Path:
     return write(Path(phase_dir), png=png)
 
 
-def write_experiment_report(exp_dir: Path, png: bool = True) -> Path:
+def write_experiment_report(exp_dir: Path, png: bool = True, phase_pngs: bool = True) -> Path:
     """results/EXP/report.html (a section per phase) and every phase's own report files."""
     from .pages import write_experiment_report as write
 
-    return write(Path(exp_dir), png=png)
+    return write(Path(exp_dir), png=png, phase_pngs=phase_pngs)
 
 
 def log_phase_report(phase_dir: Path) -> str | None:
@@ -80,7 +80,8 @@ def report_after_run(path: Path) -> Path | None:
     png = os.environ.get(PNG_ENV, "1") != "0"
     try:
         if not is_phase(path):
-            return write_experiment_report(path, png=png)
+            # each phase's report wrote its PNGs when the phase ended: only the experiment's own
+            return write_experiment_report(path, png=png, phase_pngs=False)
         page = write_phase_report(path, png=png)
         log_phase_report(path)
         return page

@@ -375,8 +375,9 @@ def phase_dirs(exp_dir: Path) -> list[Path]:
                                         d.name))
 
 
-def write_experiment_report(exp_dir: Path, png: bool = True) -> Path:
-    """results/EXP/report.html with a section per phase, and every phase's own files."""
+def write_experiment_report(exp_dir: Path, png: bool = True, phase_pngs: bool = True) -> Path:
+    """results/EXP/report.html with a section per phase, and every phase's own files; with png,
+    the PNGs of the experiment's figure and (with phase_pngs) of every phase's."""
     exp_dir = Path(exp_dir)
     phases = phase_dirs(exp_dir)
     if not phases:
@@ -392,9 +393,9 @@ def write_experiment_report(exp_dir: Path, png: bool = True) -> Path:
         body += [f'<h2 id="{H.esc(report.data.name)}">{H.esc(report.data.name)}</h2>', *phase_body(report, figures)]
     page = _write_text(exp_dir / REPORT_HTML, H.document(f"clipsearch report: {exp_dir.name}", body))
     if png:
-        jobs = [job for r in reports for job in png_jobs(r)]
+        jobs = [job for r in reports for job in png_jobs(r)] if phase_pngs else []
         jobs += [(compute.figure, exp_dir / PNG_DIR / f"{compute.name}.png")] if compute.figure is not None else []
-        write_pngs(jobs, [exp_dir / PNG_DIR, *(r.data.phase_dir / PNG_DIR for r in reports)])
+        write_pngs(jobs, [exp_dir / PNG_DIR, *(r.data.phase_dir / PNG_DIR for r in reports if phase_pngs)])
     return page
 
 

@@ -320,3 +320,16 @@ def test_the_report_a_search_ends_with_writes_pngs_unless_turned_off(hand_phase,
     monkeypatch.setenv("CLIPSEARCH_REPORT_PNG", setting)
     assert report_after_run(hand_phase) == hand_phase / "report.html"
     assert (len(asked) == 1 and asked[0] > 0) if exported else asked == []
+
+
+def test_the_report_a_protocol_ends_with_exports_only_the_experiments_own_pngs(hand_phase, monkeypatch):
+    """Each phase's report wrote its PNGs when the phase ended; `clipsearch report results/EXP`
+    still writes every one."""
+    asked = []
+    monkeypatch.setattr("clipsearch.report.pages.write_pngs", lambda jobs, folders: asked.append(jobs) or [])
+    monkeypatch.setenv("CLIPSEARCH_REPORT_PNG", "1")
+    exp = hand_phase.parent
+    assert report_after_run(exp) == exp / "report.html"
+    assert [path.relative_to(exp).as_posix() for _, path in asked[-1]] == ["report_png/best_vs_compute.png"]
+    report_command(exp)
+    assert len(asked[-1]) > 1 and any(path.parent == hand_phase / "report_png" for _, path in asked[-1])
