@@ -75,7 +75,7 @@ def test_which_budget_stopped_a_run_and_the_line_that_says_so():
 # ------------------------------------------------------------------------------ real phases (slow)
 
 # more trials than either budget lets run, on any machine: a fast one finished all of 12 trials
-# inside the 45 s time budget, and the phase then ended without the budget's stop
+# inside a 45 s time budget, and the phase then ended without the budget's stop
 QUICK = """base: quick
 num_samples: 100
 max_concurrent: 2
@@ -112,8 +112,8 @@ def test_an_epoch_budget_stops_the_phase_and_says_so(tmp_path):
 
 @pytest.mark.slow
 def test_a_time_budget_stops_the_phase_within_one_trial_of_it(tmp_path):
-    out, rows, state = budgeted_phase(tmp_path, "--budget-minutes", "0.75")
+    out, rows, state = budgeted_phase(tmp_path, "--budget-minutes", "0.5")
     assert state["stopped_by"]["budget"] == "time" and "stopped by its time budget" in out.stderr
     longest = max(row["seconds"] for row in rows)
-    assert 45 <= state["stopped_by"]["spent"] <= 45 + longest + 15  # the run, Ray's start-up included
+    assert 30 <= state["stopped_by"]["spent"] <= 30 + longest + 15  # the run, Ray's start-up included
     assert len(rows) < 100 and all(row["status"] == "TERMINATED" for row in rows)
