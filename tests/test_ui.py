@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from clipsearch.bench.local_cluster import processes_mentioning
 from clipsearch.ui import STOP_TIMEOUT_S
 from tests.tune.helpers import ENV
 
@@ -144,18 +144,6 @@ def test_the_mlflow_page_shows_the_phase_with_its_trial_runs(ui, tmp_path):
     shot = tmp_path / "mlflow_ui.png"  # docs/mlflow_ui.png is one of these
     chromium(f"--screenshot={shot}", page, profile=tmp_path / "profile")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 20_000 < shot.stat().st_size < 400_000
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(cmdline[:200])
-    return found
 
 
 def test_sigterm_stops_it_and_its_children(ui, finished):

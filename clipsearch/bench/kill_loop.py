@@ -23,17 +23,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPACE = """base: quick
-num_samples: {trials}
-max_concurrent: 2
-asha: {{grace_period: 1, reduction_factor: 2}}
-params:
+#: the params of the faults' tiny phase 1 (two losses x two optimizers, 5% of the pairs), a
+#: format string like the spaces it ends (KEY: EPOCHS)
+TINY_PARAMS = """params:
   loss.name: {{choice: [sogclr, isogclr]}}
   optimizer.name: {{choice: [adamw, radam]}}
   optimizer.lr: {{loguniform: [1.0e-3, 1.0e-2]}}
   data.fraction: 0.05
   train.epochs: {epochs}
 """
+SPACE = """base: quick
+num_samples: {trials}
+max_concurrent: 2
+asha: {{grace_period: 1, reduction_factor: 2}}
+""" + TINY_PARAMS
 EPOCH_LINE = ": epoch "  # ProgressLines' line for a reported epoch
 PHASE_FILES = ("trials.csv", "best.json", "phase.json")
 

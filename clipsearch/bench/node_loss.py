@@ -26,19 +26,13 @@ from pathlib import Path
 
 from ..results import read_histories
 from . import local_cluster as lc
-from .kill_loop import _half_written, _wait, descendants, phase1_outcome
+from .kill_loop import TINY_PARAMS, _half_written, _wait, descendants, phase1_outcome
 
 SPACE = """base: quick
 num_samples: {trials}
 max_concurrent: {trials}
 scheduler: {{kind: none}}
-params:
-  loss.name: {{choice: [sogclr, isogclr]}}
-  optimizer.name: {{choice: [adamw, radam]}}
-  optimizer.lr: {{loguniform: [1.0e-3, 1.0e-2]}}
-  data.fraction: 0.05
-  train.epochs: {epochs}
-"""
+""" + TINY_PARAMS
 EPOCH = re.compile(r"trial (\S+): epoch (\d+)/")
 RAYLET = "/raylet/raylet"  # the raylet binary's path in its command line
 

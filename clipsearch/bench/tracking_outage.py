@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .kill_loop import EPOCH_LINE
+from .kill_loop import EPOCH_LINE, TINY_PARAMS
 
 EXPERIMENT, PHASE = "outage", "phase1"
 #: a time budget, not a trial count, sets the phase's length: trials must still be reporting when
@@ -35,13 +35,7 @@ num_samples: {trials}
 max_concurrent: 2
 budget: {{minutes: {minutes}}}
 scheduler: {{kind: none}}
-params:
-  loss.name: {{choice: [sogclr, isogclr]}}
-  optimizer.name: {{choice: [adamw, radam]}}
-  optimizer.lr: {{loguniform: [1.0e-3, 1.0e-2]}}
-  data.fraction: 0.05
-  train.epochs: {epochs}
-"""
+""" + TINY_PARAMS
 SERVER_READY_S = 180.0  # `mlflow server` on a busy 2-core machine: 7-17 s, more under load
 
 
