@@ -86,8 +86,13 @@ def frozen_text_features(model: DualEncoder, tokens: dict[str, torch.Tensor], ca
                          device: torch.device) -> torch.Tensor:
     """A frozen text tower's output for every row of `tokens`: computed once, then kept in
     `cache_dir` for every later run and trial (the key hashes the tower's weights and the
-    tokens, so another tower, layer count or caption set is another entry)."""
+    tokens, so another tower, layer count or caption set is another entry). The key also holds
+    the chunk size and torch's thread count: both change the features' float rounding (each
+    chunk is trimmed to its longest caption), and a run must read exactly the features it would
+    compute itself, whichever run of the machine filled the cache (seen: train --quick ended
+    at 36.11 instead of its 35.21 on the features the test suite had cached)."""
     digest = hashlib.sha256(_tower_digest(model.text_tower).encode())
+    digest.update(f"chunk={batch_size};threads={torch.get_num_threads()}".encode())
     for name, tensor in sorted(tokens.items()):
         digest.update(name.encode())
         digest.update(tensor.contiguous().numpy().tobytes())

@@ -62,3 +62,24 @@ def test_the_default_cache_is_the_machines_so_a_trial_in_another_folder_encodes_
     assert trial.batches.text.features is not None
     assert trial.evaluator(trial.model, contextlib.nullcontext())["objective"] >= 0
     assert not (tmp_path / "trial" / ".cache").exists()
+
+
+def test_a_run_reads_the_frozen_features_it_would_compute_whatever_run_cached_them(tmp_path):
+    """The chunk size and the thread count change the features' rounding: each is its own cache
+    entry, and what a run reads back is bitwise what it computed."""
+    from clipsearch.models import build_dual_encoder
+
+    cfg = load_config(quick=True, overrides=["model.freeze_text=tower"])
+    model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
+    tokens = tokenize([f"a {'very ' * (i % 7)}thick handwritten {i}" for i in range(300)])
+    cpu = torch.device("cpu")
+    by_chunk = {size: image_text.frozen_text_features(model, tokens, str(tmp_path), size, cpu) for size in (64, 512)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        image_text.frozen_text_features(model, tokens, str(tmp_path), 512, cpu)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(tmp_path.glob("text-features-*"))) == 3
+    assert torch.equal(image_text.frozen_text_features(model, tokens, str(tmp_path), 64, cpu), by_chunk[64])
+    assert torch.allclose(by_chunk[64], by_chunk[512], atol=1e-4)  # the same features, up to rounding
