@@ -59,7 +59,7 @@ class DataConfig(Section):
     max_text_length: int = Field(32, ge=4, le=512)
     cache_dir: str = Field(default_factory=machine_cache_dir,
                            description="where decoded images and a frozen text tower's outputs are cached "
-                           "(default: $XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch)")
+                           "(default: $CLIPSEARCH_CACHE_DIR, else $XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch)")
     on_corrupt: Literal["error", "skip"] = Field("error", description="a corrupt image stops the run, or is skipped and counted")
     augment: bool = Field(True, description="random shifts of up to 1/8 of the image size in training")
 

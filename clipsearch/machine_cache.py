@@ -12,6 +12,13 @@ import os
 from pathlib import Path
 
 
+#: a folder of its own instead (the test suite's, so that it never writes into the user's cache)
+CACHE_ENV = "CLIPSEARCH_CACHE_DIR"
+
+
 def machine_cache_dir() -> str:
-    """$XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch (the default of data.cache_dir)."""
+    """$CLIPSEARCH_CACHE_DIR, else $XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch (the
+    default of data.cache_dir)."""
+    if os.environ.get(CACHE_ENV):
+        return str(Path(os.environ[CACHE_ENV]).expanduser().absolute())
     return str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipsearch")

@@ -1,7 +1,10 @@
+import atexit
 import contextlib
 import os
 import resource
+import shutil
 import signal
+import tempfile
 
 import pytest
 
@@ -11,6 +14,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The report a search ends with, without its PNG copies: each would start Chromium (3-10 s a
 # report, some 20 searches in the suite); the PNG export has its own tests (report/test_browser.py)
 os.environ.setdefault("CLIPSEARCH_REPORT_PNG", "0")
+# One machine cache for the session, as a fresh CI machine has it, never the user's ~/.cache
+# (its entries for the tests' temporary files would pile up there); the subprocesses and their
+# Ray workers inherit it
+if "CLIPSEARCH_CACHE_DIR" not in os.environ:
+    os.environ["CLIPSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="clipsearch-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CLIPSEARCH_CACHE_DIR"], True)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ def test_the_default_cache_is_the_machines_so_a_trial_in_another_folder_encodes_
     """Without data.cache_dir, every run of the machine shares $XDG_CACHE_HOME/clipsearch: a Ray
     trial runs in a working directory of its own, where a relative default was an empty cache
     (every trial ran the frozen tower over every caption again)."""
+    monkeypatch.delenv("CLIPSEARCH_CACHE_DIR", raising=False)  # the suite's own (tests/conftest.py)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
     cfg = load_config(quick=True, overrides=["model.freeze_text=tower", "data.fraction=0.1"])
@@ -62,6 +63,8 @@ def test_the_default_cache_is_the_machines_so_a_trial_in_another_folder_encodes_
     assert trial.batches.text.features is not None
     assert trial.evaluator(trial.model, contextlib.nullcontext())["objective"] >= 0
     assert not (tmp_path / "trial" / ".cache").exists()
+    monkeypatch.setenv("CLIPSEARCH_CACHE_DIR", str(tmp_path / "own"))
+    assert load_config(quick=True).data.cache_dir == str(tmp_path / "own")
 
 
 def test_a_run_reads_the_frozen_features_it_would_compute_whatever_run_cached_them(tmp_path):
