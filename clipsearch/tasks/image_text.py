@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from .. import metrics as M
-from ..machine_cache import machine_cache_dir
 from ..data import EvalSets, check_sources, load_eval_sets, load_training_set
 from ..data.batches import PairBatches, TextBank, to_float_images, trim_padding
 from ..data.cache import cached_arrays
 from ..losses import build_loss
+from ..machine_cache import machine_cache_dir
 from ..models import DualEncoder, build_dual_encoder
 from .base import Setup, Task
 
