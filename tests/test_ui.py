@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.bench.local_cluster import processes_mentioning
+from clipsearch.bench.local_cluster import free_ports, processes_mentioning
 from clipsearch.ui import STOP_TIMEOUT_S
 from tests.tune.helpers import ENV
 
@@ -29,16 +29,6 @@ STOPPED_WITHIN_S = STOP_TIMEOUT_S + 45
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def ui_command(*args) -> list[str]:

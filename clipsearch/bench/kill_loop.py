@@ -82,7 +82,7 @@ def run_kill_loop(kills: int = 3, trials: int = 4, epochs: int = 2, kill_worker:
             driver, log = _start(work, env, resume=attempt > 0, number=attempt)
             loop.resumes += attempt > 0
             last = attempt == kills
-            if not _wait_for_epoch(log, driver, timeout_s):
+            if not wait_for_line(log, EPOCH_LINE, driver, timeout_s):
                 loop.final_exit_code = driver.wait()
                 loop.notes.append(f"run {attempt} ended (exit {loop.final_exit_code}) before reporting an epoch")
                 break
@@ -117,10 +117,11 @@ def _start(work: Path, env: dict, resume: bool, number: int) -> tuple[subprocess
     return driver, log
 
 
-def _wait_for_epoch(log: Path, driver: subprocess.Popen, timeout_s: float) -> bool:
+def wait_for_line(log: Path, text: str, driver: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether `text` shows in the driver's log within `timeout_s`, while the driver runs."""
     deadline = time.time() + timeout_s
     while time.time() < deadline and driver.poll() is None:
-        if EPOCH_LINE in log.read_text(errors="replace"):
+        if text in log.read_text(errors="replace"):
             return True
         time.sleep(0.5)
     return False

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .kill_loop import EPOCH_LINE, TINY_PARAMS
+from .kill_loop import EPOCH_LINE, TINY_PARAMS, wait_for_line
+from .local_cluster import free_ports
 
 EXPERIMENT, PHASE = "outage", "phase1"
 #: a time budget, not a trial count, sets the phase's length: trials must still be reporting when
@@ -73,14 +73,14 @@ def run_tracking_outage(minutes: float = 3.0, trials: int = 200, epochs: int = 4
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_TMPDIR": str(work / "ray")}
     (work / "space.yaml").write_text(SPACE.format(trials=trials, epochs=epochs, minutes=minutes), encoding="utf-8")
     outage, started = Outage(budget_minutes=minutes, epochs=epochs, outage_s=outage_s), time.time()
-    port = _free_port()
+    (port,) = free_ports(1)
     server = _start_server(work, port, env, "server0.log")
     driver = None
     try:
         _wait_until_answering(port, server)
         driver, log = _start_phase(work, env, port)
         began = time.time()
-        if not _wait_for_line(log, EPOCH_LINE, driver, timeout_s):
+        if not wait_for_line(log, EPOCH_LINE, driver, timeout_s):
             outage.failures.append(f"the phase ended (exit {driver.poll()}) before reporting an epoch")
         else:
             _kill_group(server)
@@ -105,12 +105,6 @@ def run_tracking_outage(minutes: float = 3.0, trials: int = 200, epochs: int = 4
         _kill_group(server)
         shutil.rmtree(work, ignore_errors=True)
     return outage
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_server(work: Path, port: int, env: dict, log_name: str) -> subprocess.Popen:
@@ -151,15 +145,6 @@ def _start_phase(work: Path, env: dict, port: int) -> tuple[subprocess.Popen, Pa
         driver = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                   start_new_session=True)
     return driver, log
-
-
-def _wait_for_line(log: Path, text: str, driver: subprocess.Popen, timeout_s: float) -> bool:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and driver.poll() is None:
-        if text in log.read_text(errors="replace"):
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def _wait(driver: subprocess.Popen, timeout_s: float, kill: bool = True) -> int | float | None:
