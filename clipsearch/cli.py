@@ -491,8 +491,8 @@ def bench_search(
                                        "verdict is on the medians over all of them")] = 5,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
-    """Search efficiency on the embedded task: the quick three-phase protocol (TPE + ASHA, a grid
-    of its top picks, TPE around the best), run once per search seed, against two anchors over
+    """Search efficiency on the embedded task: the quick three-phase protocol (TPE, a grid of its
+    best optimizer x losses x learning rates, a long run of the best), run once per search seed, against two anchors over
     the same space (search_spaces/bench_search/: 3 losses x 3 optimizers x 2 learning rates, 10
     epochs a cell): the exhaustive grid, run once, and random search given each seed's epochs,
     replayed from the grid's recorded curves rather than trained (a cell trains the same way each

@@ -5,9 +5,9 @@ random search given the same epochs; the protocol repeated over several search s
 The space (search_spaces/bench_search/): 3 losses x 3 optimizers x 2 learning rates.
 - grid.yaml: every one of the 18 cells, 10 epochs on all the training pairs, no early stopping;
 - phase1..3_quick.yaml: the protocol's shape on that space: TPE on half of the pairs, a grid of
-  phase 1's top picks on all of them, each ranked after 250 updates (where the grid's ranking
-  has settled), then TPE around the best (the learning rate within [0.5, 2] x) on all the pairs
-  for 11 epochs, one more than a grid cell: phase 3 is the protocol's long run, and what phases
+  phase 1's best optimizer x the losses x the learning rates on all of them, each ranked after
+  250 updates (where the grid's ranking has settled), then the long run of phase 2's best on all
+  the pairs for 22 epochs, twice a grid cell: phase 3 is the protocol's long run, and what phases
   1 and 2 save goes there. In all at most 44 of the grid's 180 epochs.
 
 A search seed is the seed of the protocol's Optuna samplers (Options.search_seed), nothing else:
