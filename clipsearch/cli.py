@@ -492,8 +492,8 @@ def bench_search(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
 ) -> None:
     """Search efficiency on the embedded task: the quick three-phase protocol (TPE, a grid of its
-    best optimizer x losses x learning rates, a long run of the best), run once per search seed, against two anchors over
-    the same space (search_spaces/bench_search/: 3 losses x 3 optimizers x 2 learning rates, 10
+    best optimizer x losses x learning rates, a long run of the best), run once per search seed,
+    against two anchors over the same space (search_spaces/bench_search/: 3 losses x 3 optimizers x 2 learning rates, 10
     epochs a cell): the exhaustive grid, run once, and random search given each seed's epochs,
     replayed from the grid's recorded curves rather than trained (a cell trains the same way each
     time). The best objective each reaches and the epochs each spends, per seed, with the median
