@@ -493,12 +493,12 @@ def bench_search(
 ) -> None:
     """Search efficiency on the embedded task: the quick three-phase protocol (TPE, a grid of its
     best optimizer x losses x learning rates, a long run of the best), run once per search seed,
-    against two anchors over the same space (search_spaces/bench_search/: 3 losses x 3 optimizers x 2 learning rates, 10
-    epochs a cell): the exhaustive grid, run once, and random search given each seed's epochs,
-    replayed from the grid's recorded curves rather than trained (a cell trains the same way each
-    time). The best objective each reaches and the epochs each spends, per seed, with the median
-    and the spread. The grid takes about an hour on a shared 2-core CPU, each seed's protocol
-    about its share of the grid's epochs. Writes OUT/search.json and OUT/search.md."""
+    against two anchors over the same space (search_spaces/bench_search/: 3 losses x 3
+    optimizers x 2 learning rates, 10 epochs a cell): the exhaustive grid, run once, and random
+    search given each seed's epochs, replayed from the grid's recorded curves rather than trained
+    (a cell trains the same way each time). The best objective each reaches and the epochs each
+    spends, per seed, with the median and the spread. The grid and 5 seeds take about 20 minutes
+    on a 2-core CPU. Writes OUT/search.json and OUT/search.md."""
     from .bench.search import run_search_benchmark
     from .report import report_after_run
 
