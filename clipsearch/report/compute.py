@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .data import History, Row, TrialPoint, Unavailable, scored_trials
+from .data import History, Row, TrialPoint, Unavailable, ahead, scored_trials
 
 FRACTION = "data.fraction"
 #: the config's own default (clipsearch.config), for a phase that never set data.fraction
@@ -96,11 +96,11 @@ class ComputeCurve:
 
 
 def best_vs_compute(rows: list[Row], metric: str, order: list[str], name: str = "",
-                    fraction: float = DEFAULT_FRACTION) -> ComputeCurve:
+                    fraction: float = DEFAULT_FRACTION, mode: str = "max") -> ComputeCurve:
     """The best trial so far after each trial's compute is added, trials taken in `order` (the
     order they finished; those it lacks at the end, in trials.csv's order). "Best" follows the
-    ranking rule, as the progression figure's does, so it can fall when a trial that trained
-    longer overtakes one ASHA stopped early."""
+    ranking rule (in `mode`'s direction), as the progression figure's does, so it can fall when a
+    trial that trained longer overtakes one ASHA stopped early."""
     points = {p.trial_id: p for p in scored_trials(rows, metric)}
     by_id = {str(r["trial_id"]): r for r in rows}
     ordered = [t for t in order if t in by_id] + [t for t in by_id if t not in order]
@@ -111,7 +111,7 @@ def best_vs_compute(rows: list[Row], metric: str, order: list[str], name: str = 
         epochs += trial_cost(by_id[trial_id], fraction)
         seconds += float(by_id[trial_id].get("seconds") or 0.0)
         point = points.get(trial_id)
-        if point is not None and (best is None or (point.reach, point.score) > (best.reach, best.score)):
+        if point is not None and ahead(point, best, mode):
             best = point
         steps.append(ComputeStep(trial_id, epochs, seconds, best))
     if best is None:

@@ -7,8 +7,9 @@ Inputs are the rows of trials.csv as `clipsearch.results.read_trials_csv` return
 (typed cells, the trial's flat config under "config") and per-trial histories (one dict per
 reported epoch, sorted by "epoch"). A trial's *score* is the ranking's: the best value of the
 metric over the epochs it reached (`best_METRIC` in trials.csv); its *reach* is the last epoch
-it reached. When a figure cannot be drawn, its function raises `Unavailable` with the reason
-the page shows instead.
+it reached. "Best" follows the phase's `mode` (phase.json): the highest value for `max`, the
+lowest for `min`, as in clipsearch.results.ranking. When a figure cannot be drawn, its function
+raises `Unavailable` with the reason the page shows instead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
+
+from ..results.ranking import best_of
 
 Row = dict[str, Any]
 History = list[dict[str, Any]]
@@ -138,6 +141,21 @@ def scored_trials(rows: list[Row], metric: str) -> list[TrialPoint]:
     return points
 
 
+def ahead(point: TrialPoint, best: TrialPoint | None, mode: str = "max") -> bool:
+    """Whether `point` ranks above `best` by the ranking rule: the later reach first, then the
+    better score in `mode`'s direction; a tie keeps `best`."""
+    if best is None:
+        return True
+    if point.reach != best.reach:
+        return point.reach > best.reach
+    return point.score < best.score if mode == "min" else point.score > best.score
+
+
+def best_first(mode: str = "max") -> int:
+    """The sign that sorts scores best first in `mode`'s direction (a sort key's multiplier)."""
+    return 1 if mode == "min" else -1
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -166,7 +184,7 @@ class Group:
     median: float
 
 
-def objective_by(rows: list[Row], key: str, metric: str, spread: float = 0.3) -> list[Group]:
+def objective_by(rows: list[Row], key: str, metric: str, spread: float = 0.3, mode: str = "max") -> list[Group]:
     """The scores grouped by the value of config `key`, the best median first.
 
     Points are spread evenly across `spread` (a deterministic jitter) so that equal scores stay
@@ -182,7 +200,7 @@ def objective_by(rows: list[Row], key: str, metric: str, spread: float = 0.3) ->
         raise Unavailable(f"no scored trial sets {key}")
     groups = [Group(name, tuple(pts), _spread(len(pts), spread), float(np.median([p.score for p in pts])))
               for name, pts in members.items()]
-    return sorted(groups, key=lambda g: (-g.median, g.name))
+    return sorted(groups, key=lambda g: (best_first(mode) * g.median, g.name))
 
 
 def _spread(n: int, width: float) -> tuple[float, ...]:
@@ -199,7 +217,7 @@ class Progression:
     best: tuple[TrialPoint, ...]       # the best trial so far after each one
 
 
-def progression(rows: list[Row], metric: str, order: list[str]) -> Progression:
+def progression(rows: list[Row], metric: str, order: list[str], mode: str = "max") -> Progression:
     """Each trial's score in start order, and the best so far. "Best" follows the ranking rule
     (reach first, then score), so the line can fall when a trial that trained longer overtakes
     one that ASHA stopped early on a higher low-epoch value."""
@@ -208,13 +226,13 @@ def progression(rows: list[Row], metric: str, order: list[str]) -> Progression:
     ordered += [p for t, p in points.items() if t not in order]  # no start time: at the end
     if not ordered:
         raise Unavailable("no trial has a score")
-    return Progression(tuple(ordered), tuple(best_so_far(ordered)))
+    return Progression(tuple(ordered), tuple(best_so_far(ordered, mode)))
 
 
-def best_so_far(points: list[TrialPoint]) -> list[TrialPoint]:
+def best_so_far(points: list[TrialPoint], mode: str = "max") -> list[TrialPoint]:
     best, out = None, []
     for point in points:
-        if best is None or (point.reach, point.score) > (best.reach, best.score):
+        if ahead(point, best, mode):
             best = point
         out.append(best)
     return out
@@ -232,17 +250,17 @@ class CommonEpoch:
     candidates: int            # trials with a value at some epoch
 
 
-def value_at(history: History, metric: str, epoch: int) -> float | None:
-    """The best metric over epochs 1..`epoch` (the ranking's score had the trial stopped there),
-    or None when the history has no record of that epoch."""
+def value_at(history: History, metric: str, epoch: int, mode: str = "max") -> float | None:
+    """The best metric over epochs 1..`epoch` in `mode`'s direction (the ranking's score had the
+    trial stopped there), or None when the history has no record of that epoch."""
     if not any(row.get("epoch") == epoch for row in history):
         return None
     values = [row[metric] for row in history if row.get("epoch", math.inf) <= epoch and _finite(row.get(metric))]
-    return max(values) if values else None
+    return best_of(values, mode) if values else None
 
 
 def common_epoch(histories: dict[str, History], metric: str, min_trials: int = 4,
-                 min_share: float = 0.5) -> CommonEpoch:
+                 min_share: float = 0.5, mode: str = "max") -> CommonEpoch:
     """The largest epoch at which at least max(min_trials, min_share of the trials) have a value.
 
     Comparing every trial at one epoch keeps ASHA's early stops from biasing importance: a
@@ -251,7 +269,7 @@ def common_epoch(histories: dict[str, History], metric: str, min_trials: int = 4
     by_epoch: dict[int, dict[str, float]] = {}
     for trial_id, history in histories.items():
         for epoch in {int(row["epoch"]) for row in history if "epoch" in row}:
-            value = value_at(history, metric, epoch)
+            value = value_at(history, metric, epoch, mode)
             if value is not None:
                 by_epoch.setdefault(epoch, {})[trial_id] = value
     candidates = len({t for values in by_epoch.values() for t in values})
@@ -294,10 +312,11 @@ class ParallelCoordinates:
     color_label: str
     trial_ids: tuple[str, ...]
     chance: float | None = None   # the metric's chance level: the score axis and the colours reach it
+    mode: str = "max"             # the metric's direction: the best score takes the brightest colour
 
 
 def parallel_coordinates(rows: list[Row], kinds: dict[str, ParamKind], metric: str,
-                         chance: float | None = None) -> ParallelCoordinates:
+                         chance: float | None = None, mode: str = "max") -> ParallelCoordinates:
     """One line per scored trial across an axis per varying parameter and a last axis for the
     score. Categories become integer positions with their names as tick labels; log-float
     parameters are plotted as log10 values with tick labels at the powers of ten. With the
@@ -314,7 +333,7 @@ def parallel_coordinates(rows: list[Row], kinds: dict[str, ParamKind], metric: s
     reach = None if chance is None else (min(chance, *scores), max(chance, *scores))
     axes.append(Axis(f"best {metric}", scores, range=reach))
     return ParallelCoordinates(tuple(axes), scores, f"best {metric}", tuple(str(r["trial_id"]) for r in trials),
-                               chance)
+                               chance, mode)
 
 
 def param_axis(kind: ParamKind, values: list[Any]) -> Axis:

@@ -54,10 +54,12 @@ def parallel_coordinates(data: ParallelCoordinates) -> go.Figure:
                        **({"tickvals": list(a.tickvals), "ticktext": list(a.ticktext)} if a.tickvals else {}),
                        **({"range": list(a.range)} if a.range else {}))
                   for a in data.axes]
-    title = data.color_label if data.chance is None else f"{data.color_label}<br>(lowest: chance {data.chance:.3g})"
+    end = "highest" if data.mode == "min" else "lowest"
+    title = data.color_label if data.chance is None else f"{data.color_label}<br>({end}: chance {data.chance:.3g})"
     scale = {} if data.chance is None else dict(cmin=data.axes[-1].range[0], cmax=data.axes[-1].range[1])
     trace = go.Parcoords(dimensions=dimensions,
                          line=dict(color=list(data.color), colorscale="Viridis", showscale=True, **scale,
+                                   reversescale=data.mode == "min",  # the best score is always the brightest
                                    colorbar=dict(title=dict(text=title), x=1.04, xanchor="left")))
     return _layout(go.Figure(trace), "Every trial across the hyperparameters (colour: its best score)", 460,
                    margin=dict(l=80, r=130, t=100, b=40))
@@ -204,13 +206,13 @@ def optimizer_vs_loss(shares: dict[str, dict[str, float]]) -> go.Figure:
     return _layout(fig, "Optimizer vs loss: their share of the importance of the two", 260)
 
 
-def lr_wd_heatmap(grid: Grid, metric: str) -> go.Figure:
+def lr_wd_heatmap(grid: Grid, metric: str, mode: str = "max") -> go.Figure:
     z = [[np.nan if v is None else v for v in row] for row in grid.z]
     text = [[f"{v:.4g}" + (f" (x{n})" if n > 1 else "") if v is not None else "" for v, n in zip(row, counts)]
             for row, counts in zip(grid.z, grid.counts)]
     fig = go.Figure(go.Heatmap(z=z, x=[f"{w:.0e}" for w in grid.wds], y=[f"{lr:.0e}" for lr in grid.lrs],
                                text=text, texttemplate="%{text}", colorscale="Viridis",
-                               colorbar=dict(title=dict(text=f"best {metric}")),
+                               reversescale=mode == "min", colorbar=dict(title=dict(text=f"best {metric}")),
                                hovertemplate="lr %{y}, weight decay %{x}: %{z:.4g}<extra></extra>"))
     fig.update_xaxes(title="weight decay", type="category")
     fig.update_yaxes(title="learning rate", type="category")

@@ -35,12 +35,12 @@ TARGET = "the best {metric} over epochs 1..{epoch} (each trial's score had it st
 
 def importance_report(rows: list[Row], histories: dict[str, History], metric: str,
                       kinds: dict[str, ParamKind], constant: dict[str, str], seed: int = 0,
-                      kinds_from: str = "the trials' values") -> dict[str, Any]:
+                      kinds_from: str = "the trials' values", mode: str = "max") -> dict[str, Any]:
     """importance.json's content: per method the normalised importances (summing to 1), the
     optimizer-vs-loss share, the common epoch and the trials used; `reason` when none could be
-    computed."""
+    computed. `mode`: the metric's direction (PED-ANOVA's top trials are the best in it)."""
     out: dict[str, Any] = {
-        "metric": metric, "common_epoch": None, "target": None, "trials_used": 0, "trial_ids": [],
+        "metric": metric, "mode": mode, "common_epoch": None, "target": None, "trials_used": 0, "trial_ids": [],
         "parameters": {k: v.kind for k, v in kinds.items()}, "distributions_from": kinds_from,
         "skipped_parameters": dict(constant), "methods": {}, "optimizer_vs_loss": {}, "note": None, "reason": None}
     unerrored = {str(r["trial_id"]) for r in rows if r.get("status") != "ERROR"}
@@ -48,7 +48,7 @@ def importance_report(rows: list[Row], histories: dict[str, History], metric: st
     try:
         if not kinds:
             raise Unavailable("no hyperparameter varies across the trials")
-        common = common_epoch(usable, metric, MIN_TRIALS)
+        common = common_epoch(usable, metric, MIN_TRIALS, mode=mode)
     except Unavailable as why:
         out["reason"] = str(why)
         return out
@@ -57,7 +57,7 @@ def importance_report(rows: list[Row], histories: dict[str, History], metric: st
                trials_used=len(common.values), trial_ids=sorted(common.values),
                note=f"errored trials are left out, as the ranking leaves them out; {common.candidates} trials "
                     f"had a value, an epoch needed {common.needed}")
-    study = build_study({t: configs[t] for t in common.values}, common.values, kinds)
+    study = build_study({t: configs[t] for t in common.values}, common.values, kinds, mode)
     fixed = [f"{k} {constant[k]}" for k in (OPTIMIZER, LOSS) if k in constant]
     for method in METHODS:
         out["methods"][method] = evaluate(study, method, kinds, seed)
@@ -76,14 +76,15 @@ def _share(result: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ the study
 
-def build_study(configs: dict[str, dict[str, Any]], values: dict[str, float], kinds: dict[str, ParamKind]):
-    """An in-memory study (direction maximize) with one complete trial per trial id; a trial
+def build_study(configs: dict[str, dict[str, Any]], values: dict[str, float], kinds: dict[str, ParamKind],
+                mode: str = "max"):
+    """An in-memory study in `mode`'s direction with one complete trial per trial id; a trial
     that did not set a conditional parameter has no value for it."""
     trials = [StudyTrial(trial_id, COMPLETE, value,
                          {k: param_value(kinds[k], v) for k, v in configs[trial_id].items()
                           if k in kinds and v is not None}, {}, None, None)
               for trial_id, value in values.items()]
-    return make_study(trials, kinds)
+    return make_study(trials, kinds, mode)
 
 
 # ------------------------------------------------------------------------------ the evaluators

@@ -46,7 +46,7 @@ def build_phase(data: PhaseData) -> PhaseReport:
     kinds = D.with_declared(kinds, data.declared)
     importance = importance_report(data.rows, _histories_for_importance(data), data.metric, kinds, constant,
                                    kinds_from="the phase's optuna.db, else the trials' values" if data.declared
-                                   else "the trials' values")
+                                   else "the trials' values", mode=data.mode)
     spent = C.compute_spent(data.rows, data.histories, C.gpus_per_trial(data.state), C.phase_fraction(data.state))
     report = PhaseReport(data, kinds, constant, importance, spent,
                          N.chance_level(data.histories, data.rows, data.metric))
@@ -88,10 +88,10 @@ def _parallel(r: PhaseReport) -> H.Panel:
     caption = ("One line per trial that has a score (errored trials have none). Log-scale parameters are "
                "plotted as powers of ten; n/a: a conditional parameter the trial did not set.")
     if r.chance is not None:
-        caption += " The score axis and the colour scale reach down to the chance level (the darkest colour)."
+        caption += " The score axis and the colour scale reach the chance level (the darkest colour)."
     return _attempt("parallel_coordinates", "Parallel coordinates",
                     lambda: F.parallel_coordinates(D.parallel_coordinates(r.data.rows, r.kinds, r.data.metric,
-                                                                          r.chance)),
+                                                                          r.chance, r.data.mode)),
                     caption)
 
 
@@ -128,8 +128,9 @@ def _by(r: PhaseReport, key: str) -> H.Panel:
         return H.Panel(name, title, note=f"Not shown: {key} {r.constant[key]} in this phase.")
     caption = ("Each trial's best score over the epochs it reached; a cross marks a trial ASHA stopped early "
                "(its score comes from fewer epochs). Choices sorted by median, best first.")
-    return _attempt(name, title, lambda: F.objective_by(D.objective_by(r.data.rows, key, r.data.metric), key,
-                                                        r.data.metric, r.chance), caption)
+    return _attempt(name, title, lambda: F.objective_by(D.objective_by(r.data.rows, key, r.data.metric,
+                                                                       mode=r.data.mode),
+                                                        key, r.data.metric, r.chance), caption)
 
 
 def _progression(r: PhaseReport) -> H.Panel:
@@ -139,8 +140,8 @@ def _progression(r: PhaseReport) -> H.Panel:
         caption += " Trial order is trials.csv's: no start times were found."
     caption = " ".join(filter(None, (caption, _noise_caption(r))))
     return _attempt("progression", f"Best {r.data.metric} over trials",
-                    lambda: F.progression(D.progression(r.data.rows, r.data.metric, r.data.order), r.data.metric,
-                                          r.chance, r.band),
+                    lambda: F.progression(D.progression(r.data.rows, r.data.metric, r.data.order, r.data.mode),
+                                          r.data.metric, r.chance, r.band),
                     caption)
 
 
@@ -156,7 +157,8 @@ def _best_vs_compute(r: PhaseReport) -> H.Panel:
 
 
 def _compute_curve(r: PhaseReport) -> C.ComputeCurve:
-    return C.best_vs_compute(r.data.rows, r.data.metric, r.data.finished, r.data.name, C.phase_fraction(r.data.state))
+    return C.best_vs_compute(r.data.rows, r.data.metric, r.data.finished, r.data.name, C.phase_fraction(r.data.state),
+                             r.data.mode)
 
 
 def _noise_caption(r: PhaseReport) -> str:
@@ -188,7 +190,7 @@ def _study_panels(r: PhaseReport) -> list[H.Panel]:
 
     def study():
         if not built:
-            built.append(S.build_study(trials, r.kinds))
+            built.append(S.build_study(trials, r.kinds, r.data.mode))
         return built[0]
 
     return [_slice(r, trials, study), _contour(r, trials, study), _timeline(r, trials)]
@@ -225,7 +227,7 @@ def _timeline(r: PhaseReport, trials: list[S.StudyTrial]) -> H.Panel:
                "stopped by ASHA, FAIL errored. A gap is time when no trial of the phase ran (trials starting, or "
                "the phase stopped and resumed).")
     # a study of the timed trials only: Optuna would stamp the others with the time of drawing
-    return _attempt("timeline", "Timeline", lambda: F.timeline(S.build_study(S.timed(trials), r.kinds)), caption,
+    return _attempt("timeline", "Timeline", lambda: F.timeline(S.build_study(S.timed(trials), r.kinds, r.data.mode)), caption,
                     _OPTUNA_UNUSABLE)
 
 
@@ -234,7 +236,8 @@ def _optional_panels(r: PhaseReport) -> list[H.Panel]:
     panels = []
     if D.is_lr_wd_sweep(r.kinds):
         panels.append(_attempt("lr_wd_grid", "(lr, weight decay) sweep",
-                               lambda: F.lr_wd_heatmap(D.lr_wd_grid(r.data.rows, r.data.metric), r.data.metric)))
+                               lambda: F.lr_wd_heatmap(D.lr_wd_grid(r.data.rows, r.data.metric), r.data.metric,
+                                                       r.data.mode)))
     # a malformed file some other protocol wrote is a note on the page, not a failed report
     malformed = (D.Unavailable, ValueError, TypeError)
     if r.data.embeddings is not None:
@@ -282,7 +285,7 @@ def _phase_facts(r: PhaseReport) -> list[tuple[str, Any]]:
         ("ranked / errored / stopped early", f"{sum(x.get('rank') is not None for x in rows)} / "
                                              f"{sum(x.get('status') == 'ERROR' for x in rows)} / "
                                              f"{sum(bool(x.get('stopped_early')) for x in rows)}"),
-        ("metric", r.data.metric),
+        ("metric", f"{r.data.metric} ({'lower' if r.data.mode == 'min' else 'higher'} is better)"),
         ("best trial", f"{best['trial_id']}: {best['score']:.4g} (compared at epoch {best['compared_at_epoch']}, "
                        f"best epoch {best['best_epoch']})" if best else "none (no best.json)"),
         ("searched", ", ".join(r.kinds) or "nothing varied"),

@@ -60,6 +60,11 @@ class PhaseData:
     def metric(self) -> str:
         return self.state.get("metric") or DEFAULT_METRIC
 
+    @property
+    def mode(self) -> str:
+        """The metric's direction, as the phase ranked its trials: "max" unless phase.json says "min"."""
+        return "min" if self.state.get("mode") == "min" else "max"
+
 
 def is_phase(folder: Path) -> bool:
     return (folder / TRIALS_CSV).is_file()

@@ -128,13 +128,14 @@ def param_value(kind: ParamKind, value: Any) -> Any:
     return int(value) if kind.kind == "int" else float(value)
 
 
-def build_study(trials: list[StudyTrial], kinds: dict[str, ParamKind]):
-    """An in-memory study (direction maximize) holding `trials`, numbered in their order."""
+def build_study(trials: list[StudyTrial], kinds: dict[str, ParamKind], mode: str = "max"):
+    """An in-memory study holding `trials`, numbered in their order, in `mode`'s direction
+    (PED-ANOVA's top trials and the plots' best are the study's)."""
     import optuna
 
     dists = {name: distribution(kind) for name, kind in kinds.items()}
     with quiet_optuna():
-        study = optuna.create_study(direction="maximize")
+        study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
     for t in trials:
         frozen = optuna.trial.create_trial(
             state=optuna.trial.TrialState[t.state], value=t.value, params=t.params,

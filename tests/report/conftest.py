@@ -9,7 +9,9 @@
     t6     sgd       sogclr  1e-3   1e-2   0.95     0.1                   errored in epoch 2
 
 Started in the order t3, t4, t2, t1, t5, t6 (one every 100 s, 10 s an epoch), each ending before
-the next starts. Ranked (reach, then score): t1, t2, t5, t4, t3.
+the next starts. Ranked (reach, then score): t1, t2, t5, t4, t3. Under `mode: min` (the same
+curves read as a loss) the scores are each trial's lowest value and the ranking is MIN_RANKS:
+t5 (0.5), t1 (1), t2 (2), then t4 (1 at epoch 2), t3 (5 at epoch 1).
 
 Compute: each trial took 10 s an epoch plus 5 s (trials.csv seconds), 2 s of training and 0.5 s of
 evaluation an epoch (history/): 16 trial-epochs, 190 trial-seconds, 32 s training, 8 s evaluation.
@@ -39,14 +41,15 @@ CONFIGS = {
 }
 STARTED = ["t3", "t4", "t2", "t1", "t5", "t6"]
 RANKS = {"t1": 1, "t2": 2, "t5": 3, "t4": 4, "t3": 5, "t6": None}
+MIN_RANKS = {"t5": 1, "t1": 2, "t2": 3, "t4": 4, "t3": 5, "t6": None}
 CHANCE = 0.8
 HAND_STATE = {"constants": {"data.fraction": 0.5, "seed": 0}, "resources": {"cpu": 1.0, "gpu": 0.5}}
 
 
 def csv_row(trial_id: str, values: list[float], config: dict, rank: int | None, errored: bool = False,
-            epochs: int = EPOCHS) -> dict:
-    """A trials.csv row as clipsearch.results.trial_rows writes it."""
-    best = max(range(len(values)), key=lambda i: values[i])
+            epochs: int = EPOCHS, mode: str = "max") -> dict:
+    """A trials.csv row as clipsearch.results.trial_rows writes it (best: in `mode`'s direction)."""
+    best = (min if mode == "min" else max)(range(len(values)), key=lambda i: values[i])
     return {"trial_id": trial_id, "status": "ERROR" if errored else "TERMINATED", "rank": rank,
             "epochs": len(values), "seconds": 10.0 * len(values) + 5.0, "num_failures": 0,
             "stopped_early": not errored and len(values) < epochs,
@@ -55,11 +58,12 @@ def csv_row(trial_id: str, values: list[float], config: dict, rank: int | None, 
             "error": "RuntimeError: boom" if errored else ""}
 
 
-def hand_rows() -> list[dict]:
+def hand_rows(mode: str = "max") -> list[dict]:
     """The table as read_trials_csv returns it (config gathered under "config")."""
     rows = []
+    ranks = MIN_RANKS if mode == "min" else RANKS
     for trial_id, values in CURVES.items():
-        row = csv_row(trial_id, values, CONFIGS[trial_id], RANKS[trial_id], errored=trial_id == "t6")
+        row = csv_row(trial_id, values, CONFIGS[trial_id], ranks[trial_id], errored=trial_id == "t6", mode=mode)
         row["config"] = {k[len("config/"):]: row.pop(k) for k in list(row) if k.startswith("config/")}
         row["error"] = row["error"] or None
         rows.append(row)
@@ -76,7 +80,8 @@ def write_phase(phase_dir: Path, curves: dict[str, list[float]], configs: dict[s
     """A phase folder as clipsearch writes it: trials.csv, best.json, phase.json and (with
     history) history/trial_ID.jsonl, one line per reported epoch as the driver appends it."""
     phase_dir.mkdir(parents=True, exist_ok=True)
-    rows = [csv_row(t, v, configs[t], ranks.get(t), errored=t in errored) for t, v in curves.items()]
+    mode = (state or {}).get("mode", "max")
+    rows = [csv_row(t, v, configs[t], ranks.get(t), errored=t in errored, mode=mode) for t, v in curves.items()]
     write_trials_csv(phase_dir / "trials.csv", sorted(rows, key=lambda r: (r["rank"] is None, r["rank"] or 0)))
     write_json(phase_dir / "phase.json", {"phase": phase_dir.name, "experiment": phase_dir.parent.name,
                                           "metric": "objective", **(state or {})})

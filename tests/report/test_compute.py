@@ -68,3 +68,9 @@ def test_stacked_phases_start_where_the_ones_before_them_stopped():
     assert a == first
     assert [s.epochs for s in b.steps] == [16 + 4, 16 + 8]
     assert [s.seconds for s in b.steps] == [190 + 45, 190 + 90]
+
+
+def test_under_mode_min_best_vs_compute_keeps_the_lowest_score():
+    curve = C.best_vs_compute(hand_rows("min"), "objective", STARTED, "phase1", mode="min")
+    assert [s.best.trial_id for s in curve.steps] == ["t3", "t4", "t2", "t1", "t5", "t5"]
+    assert [s.best.score for s in curve.steps] == [5, 1, 2, 1, 0.5, 0.5]

@@ -214,3 +214,30 @@ def test_optimizer_loss_share_sums_to_one():
     assert share == pytest.approx({"optimizer.name": 0.75, "loss.name": 0.25})
     with pytest.raises(D.Unavailable, match="loss.name"):
         D.optimizer_loss_share({"optimizer.name": 1.0})
+
+
+# ------------------------------------------------------------------------------ mode: min
+
+def test_under_mode_min_objective_by_sorts_the_lowest_median_first():
+    groups = D.objective_by(hand_rows("min"), "optimizer.name", "objective", mode="min")
+    # lowest values: t1 1, t2 2 (adamw); t3 5, t4 1 (radam); t5 0.5 (sgd)
+    assert [(g.name, g.median) for g in groups] == [("sgd", 0.5), ("adamw", 1.5), ("radam", 3.0)]
+
+
+def test_under_mode_min_best_so_far_keeps_the_lowest_score_among_equal_reach():
+    progression = D.progression(hand_rows("min"), "objective", STARTED, mode="min")
+    assert [p.trial_id for p in progression.best] == ["t3", "t4", "t2", "t1", "t5"]
+    assert [p.score for p in progression.best] == [5, 1, 2, 1, 0.5]
+
+
+def test_under_mode_min_a_trials_value_at_an_epoch_is_its_lowest_so_far():
+    history = [{"epoch": 1, "m": 3.0}, {"epoch": 2, "m": 1.0}, {"epoch": 3, "m": 2.0}]
+    assert [D.value_at(history, "m", e, "min") for e in (1, 2, 3)] == [3.0, 1.0, 1.0]
+    histories = {t: h for t, h in hand_histories().items() if t != "t6"}
+    assert D.common_epoch(histories, "objective", min_trials=4, mode="min").values == {
+        "t1": 1, "t2": 2, "t4": 1, "t5": 0.5}
+
+
+def test_under_mode_min_the_best_score_takes_the_brightest_colour():
+    kinds, _ = D.param_kinds(r["config"] for r in hand_rows("min"))
+    assert D.parallel_coordinates(hand_rows("min"), kinds, "objective", mode="min").mode == "min"

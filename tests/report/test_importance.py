@@ -90,3 +90,26 @@ def test_study_holds_one_trial_per_value_with_inferred_distributions():
     assert "seed" not in dists
     assert distribution(kinds["ignored"]) == optuna.distributions.FloatDistribution(kinds["ignored"].low,
                                                                                    kinds["ignored"].high)
+
+
+def two_ended(n: int = 60, seed: int = 0):
+    """A loss whose lowest values all come from a < 0.15 and whose highest from a large b: which
+    parameter PED-ANOVA finds depends on which end is the top."""
+    rng = np.random.default_rng(seed)
+    rows, histories = [], {}
+    for i in range(n):
+        a, b = float(rng.uniform()), float(rng.uniform())
+        value = 0.0 + 0.01 * b if a < 0.15 else 1.0 + b
+        rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "config": {"a": a, "b": b}})
+        histories[f"t{i}"] = [{"epoch": 1, "loss": value}]
+    return rows, histories
+
+
+@pytest.mark.parametrize("mode, top", [("min", "a"), ("max", "b")])
+def test_ped_anova_takes_its_top_trials_in_the_phases_direction(mode, top):
+    rows, histories = two_ended()
+    kinds, constant = param_kinds(r["config"] for r in rows)
+    report = importance_report(rows, histories, "loss", kinds, constant, mode=mode)
+    imp = report["methods"]["ped_anova"]["importances"]
+    assert report["mode"] == mode
+    assert max(imp, key=imp.get) == top

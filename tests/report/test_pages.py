@@ -13,7 +13,7 @@ from clipsearch.report.sources import declared_distributions as read_declared
 from clipsearch.report.sources import load_phase, phase_histories
 from clipsearch.results import append_history
 
-from .conftest import CHANCE, CONFIGS, CURVES, RANKS, STARTED, write_phase
+from .conftest import CHANCE, CONFIGS, CURVES, MIN_RANKS, RANKS, STARTED, write_phase
 
 
 def no_png(monkeypatch):
@@ -333,3 +333,17 @@ def test_the_report_a_protocol_ends_with_exports_only_the_experiments_own_pngs(h
     assert [path.relative_to(exp).as_posix() for _, path in asked[-1]] == ["report_png/best_vs_compute.png"]
     report_command(exp)
     assert len(asked[-1]) > 1 and any(path.parent == hand_phase / "report_png" for _, path in asked[-1])
+
+
+def test_a_phase_of_mode_min_is_reported_lowest_first(tmp_path, monkeypatch):
+    no_png(monkeypatch)
+    phase = write_phase(tmp_path / "exp" / "phase1", CURVES, CONFIGS, MIN_RANKS, errored={"t6"}, started=STARTED,
+                        state={"mode": "min"})
+    report = build_phase(load_phase(phase))
+    assert report.data.mode == "min" and report.importance["mode"] == "min"
+    drawn = {p.name: p.figure for p in report.panels if p.figure is not None}
+    best_line = next(t for t in drawn["progression"].data if t.name == "best so far")
+    assert list(best_line.y) == [5, 1, 2, 1, 0.5]
+    assert drawn["parallel_coordinates"].data[0].line.reversescale is True
+    text = write_phase_report(phase).read_text(encoding="utf-8")
+    assert "objective (lower is better)" in text

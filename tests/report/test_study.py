@@ -40,6 +40,14 @@ def test_the_study_holds_each_trial_with_its_state_value_and_times():
     assert isinstance(study.trials[2].distributions["optimizer.lr"], optuna.distributions.FloatDistribution)
 
 
+def test_under_mode_min_the_study_minimises_and_its_best_is_the_lowest():
+    rows = hand_rows("min")
+    kinds, _ = param_kinds(r["config"] for r in rows)
+    study = S.build_study(S.study_trials(rows, TIMES, kinds, "objective", STARTED), kinds, "min")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.best_trial.user_attrs["trial_id"] == "t5"  # complete: t2 2, t1 1, t5 0.5
+
+
 def test_slice_shows_what_varies_among_complete_trials():
     trials, kinds = hand_trials()
     # complete: t2, t1, t5; momentum is set by t5 alone
