@@ -7,6 +7,7 @@ the key and the fix; nothing started, nothing written).
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import os
 import sys
@@ -708,6 +709,21 @@ def mlflow_replay(
         left += still is not None
     if left:
         raise typer.Exit(code=1)
+
+
+def _reflow_help(*apps: typer.Typer) -> None:
+    """Each command's docstring with a paragraph's lines joined. typer's rich help joins the first
+    paragraph's lines but keeps the rest's line breaks, then wraps those lines again at the
+    terminal's width: every paragraph after the first came out ragged."""
+    for group in apps:
+        for command in group.registered_commands:
+            doc = command.callback.__doc__ if command.callback else None
+            if doc and command.help is None:
+                paragraphs = inspect.cleandoc(doc).split("\n\n")
+                command.callback.__doc__ = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+_reflow_help(app, bench_app, sweep_app, space_app, mlflow_app)
 
 
 def main() -> None:

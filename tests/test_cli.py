@@ -21,6 +21,20 @@ def test_help_lists_the_commands(tmp_path):
     assert out.returncode == 0 and "train" in out.stdout and "bench" in out.stdout
 
 
+@pytest.mark.parametrize("command", [["phase1"], ["sweep", "supcon"]])
+def test_a_commands_help_wraps_each_paragraph_at_the_terminals_width(tmp_path, command):
+    # typer's rich help kept the docstring's line breaks after the first paragraph and wrapped
+    # them as they were: lines of the source's width (under 100 characters) on a wider terminal
+    out = subprocess.run([sys.executable, "-m", "clipsearch.cli", *command, "--help"], cwd=tmp_path,
+                         env={**ENV, "COLUMNS": "140"}, capture_output=True, text=True, timeout=60)
+    prose = out.stdout[:out.stdout.index("╭─ Options")].split("Usage:")[1].splitlines()[2:]
+    paragraphs = "\n".join(line.strip() for line in prose).strip().split("\n\n")
+    assert out.returncode == 0 and len(paragraphs) >= 2
+    for paragraph in paragraphs:
+        lines = paragraph.splitlines()
+        assert all(len(line) > 110 for line in lines[:-1]), paragraph
+
+
 def test_train_quick_prints_one_json_line_of_metrics(tmp_path):
     out = run("train", "--quick", "--set", "train.epochs=1", "--set", "data.fraction=0.1", "--no-progress",
               "--output", str(tmp_path / "run"), cwd=tmp_path)
