@@ -252,6 +252,17 @@ def _is_named(exc: BaseException, names: set[tuple[str, str]]) -> bool:
                for cls in type(exc).__mro__ for module, name in names)
 
 
+def registered_version(uri: str, name: str, run_id: str, tags: dict[str, str]) -> str | None:
+    """The version of registered model `name` already logged from run `run_id` with every one of
+    `tags`, or None: a phase that is run again after it finished (kept by --resume) has the
+    same best, and registering it again would make a new version of the same model."""
+    registry = client(uri)
+    with fail_fast():
+        versions = registry.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    same = [v for v in versions if all(v.tags.get(k) == value for k, value in tags.items())]
+    return str(min(int(v.version) for v in same)) if same else None
+
+
 def log_registered_model(uri: str, run_id: str, model, name: str, tags: dict[str, str], description: str) -> str:
     """`model` (a torch module) logged with mlflow.pytorch.log_model into run `run_id` and
     registered as a new version of the registered model `name`, which gets `tags` and

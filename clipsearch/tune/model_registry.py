@@ -39,15 +39,25 @@ def register_best_model(phase_dir: Path) -> str | None:
         return None
     best = read_json(best_file, "best.json", "run the phase again")
     name, phase = state["experiment"], state["phase"]
+    said = f"{phase}: best model (trial {best['trial_id']}, epoch {best['best_epoch']})"
     try:
+        version = tracking.registered_version(state["tracking_uri"], name, state["parent_run_id"], _identity(best))
+        if version is not None:
+            print(f"{said} already registered in MLflow as {name!r} version {version}", file=sys.stderr)
+            return version
         version = tracking.log_registered_model(state["tracking_uri"], state["parent_run_id"], best_model(state, best),
                                                 name, version_tags(best), description(best, state))
     except Exception as exc:  # noqa: BLE001 - the search's results stand without the registry
         tracking.not_logged(f"{phase}'s best model (registered model {name!r}, run {state['parent_run_id']})", exc)
         return None
-    print(f"{phase}: best model (trial {best['trial_id']}, epoch {best['best_epoch']}) registered in MLflow as "
-          f"{name!r} version {version}", file=sys.stderr)
+    print(f"{said} registered in MLflow as {name!r} version {version}", file=sys.stderr)
     return version
+
+
+def _identity(best: dict) -> dict[str, str]:
+    """The version tags that say which model a version holds: the phase's trial and its epoch."""
+    tags = version_tags(best)
+    return {k: tags[k] for k in ("clipsearch.phase", "clipsearch.trial_id", "clipsearch.best_epoch")}
 
 
 def best_model(state: dict, best: dict):

@@ -59,7 +59,20 @@ def test_the_best_model_is_registered_under_the_experiment_from_its_phases_run(t
     with _use_tracking_uri(uri):  # the process-wide URI, put back for the tests after this one
         loaded = mlflow.pytorch.load_model("models:/exp/1")
     assert torch.equal(loaded.weight, tiny_model(None, None).weight)
-    assert model_registry.register_best_model(folder) == "2"  # a second search of the experiment: a new version
+
+
+def test_a_phase_kept_by_resume_registers_its_best_once_and_a_new_best_as_a_new_version(tmp_path, monkeypatch,
+                                                                                        capsys):
+    monkeypatch.setattr(model_registry, "best_model", tiny_model)
+    uri = tracking.default_tracking_uri(tmp_path / "results")
+    folder, client, _ = lay_down_phase(tmp_path / "results", uri)
+    assert model_registry.register_best_model(folder) == "1"
+    capsys.readouterr()
+    assert model_registry.register_best_model(folder) == "1"  # the same phase, the same best: kept
+    assert "best model (trial t_00001, epoch 2) already registered in MLflow as 'exp' version 1" in capsys.readouterr().err
+    assert [str(v.version) for v in client.search_model_versions("name = 'exp'")] == ["1"]
+    (folder / "best.json").write_text(json.dumps({**BEST, "trial_id": "t_00007"}))  # extended: a new best
+    assert model_registry.register_best_model(folder) == "2"
 
 
 def test_a_store_that_is_down_costs_one_line_and_registers_nothing(tmp_path, monkeypatch, capsys):
