@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..results.ranking import best_of
+from ..results.ranking import best_first, best_of
 
 Row = dict[str, Any]
 History = list[dict[str, Any]]
@@ -149,11 +149,6 @@ def ahead(point: TrialPoint, best: TrialPoint | None, mode: str = "max") -> bool
     if point.reach != best.reach:
         return point.reach > best.reach
     return point.score < best.score if mode == "min" else point.score > best.score
-
-
-def best_first(mode: str = "max") -> int:
-    """The sign that sorts scores best first in `mode`'s direction (a sort key's multiplier)."""
-    return 1 if mode == "min" else -1
 
 
 def _finite(value: Any) -> bool:

@@ -227,8 +227,8 @@ def _timeline(r: PhaseReport, trials: list[S.StudyTrial]) -> H.Panel:
                "stopped by ASHA, FAIL errored. A gap is time when no trial of the phase ran (trials starting, or "
                "the phase stopped and resumed).")
     # a study of the timed trials only: Optuna would stamp the others with the time of drawing
-    return _attempt("timeline", "Timeline", lambda: F.timeline(S.build_study(S.timed(trials), r.kinds, r.data.mode)), caption,
-                    _OPTUNA_UNUSABLE)
+    return _attempt("timeline", "Timeline", lambda: F.timeline(S.build_study(S.timed(trials), r.kinds, r.data.mode)),
+                    caption, _OPTUNA_UNUSABLE)
 
 
 def _optional_panels(r: PhaseReport) -> list[H.Panel]:

@@ -35,6 +35,11 @@ def best_of(values, mode: str = "max", key=None):
     return (min if mode == "min" else max)(values, key=key)
 
 
+def best_first(mode: str = "max") -> int:
+    """The sign that sorts values best first in `mode`'s direction (a sort key's multiplier)."""
+    return 1 if mode == "min" else -1
+
+
 def worst_value(mode: str = "max") -> float:
     """What a trial without a finite value scores: below (max) or above (min) every real one."""
     return math.inf if mode == "min" else -math.inf
@@ -83,7 +88,7 @@ class Ranked:
 def rank_trials(records: list[TrialRecord], metric: str, mode: str = "max") -> list[Ranked]:
     """Rankable trials, best first, by (reach, score in `mode`'s direction); ties keep the
     trials' order."""
-    sign = 1 if mode == "min" else -1
+    sign = best_first(mode)
     order = sorted((r for r in records if r.rankable), key=lambda r: (-r.reach, sign * r.score(metric, mode)))
     return [Ranked(r, i + 1, r.reach, r.score(metric, mode)) for i, r in enumerate(order)]
 

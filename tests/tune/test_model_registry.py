@@ -69,7 +69,8 @@ def test_a_phase_kept_by_resume_registers_its_best_once_and_a_new_best_as_a_new_
     assert model_registry.register_best_model(folder) == "1"
     capsys.readouterr()
     assert model_registry.register_best_model(folder) == "1"  # the same phase, the same best: kept
-    assert "best model (trial t_00001, epoch 2) already registered in MLflow as 'exp' version 1" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "best model (trial t_00001, epoch 2) already registered in MLflow as 'exp' version 1" in said
     assert [str(v.version) for v in client.search_model_versions("name = 'exp'")] == ["1"]
     (folder / "best.json").write_text(json.dumps({**BEST, "trial_id": "t_00007"}))  # extended: a new best
     assert model_registry.register_best_model(folder) == "2"
