@@ -383,15 +383,14 @@ def confirm(
     confirm.md. Prints the table and the verdict on stderr and one JSON line on stdout.
     """
     from .results.confirm import confirm_table
-    from .tune.confirm import prepare_confirm, run_confirm
+    from .tune.confirm import confirm_experiment
     from .tune.phases import Options
     from .tune.runner import RunFailed
 
     opts = Options(resume=resume, address=address, tracking_uri=tracking_uri, storage=storage,
                    gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, max_failures=max_failures)
-    prepared = prepare_confirm(path, top, seeds, opts)
     try:
-        document = run_confirm(prepared, address)
+        prepared, document = confirm_experiment(path, top, seeds, opts, address)
     except RunFailed as exc:
         _err(str(exc))
         raise typer.Exit(code=1) from None

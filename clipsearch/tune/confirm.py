@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..results import BEST_JSON, PHASE_JSON, PHASES, TRIALS_CSV, ranked_rows, read_json, read_trials_csv, write_json
 from ..results.confirm import ConfirmedConfig, confirm_document, write_confirm
 from ..results.layout import CONFIRM_DIR
+from .driver_lock import experiment_lock
 from .phases import Options, check_options, new_plan, resumed_plan, run_or_keep
 from .runner import Plan, RunFailed
 from .space import Base, SearchSpace
@@ -42,6 +43,20 @@ class Confirm:
     root: Path                          # results/EXP/confirm
     request: dict[str, Any]             # request.json: the phase, the seeds, the configurations
     plans: list[Plan]
+
+
+# ------------------------------------------------------------------------------ the command
+
+def confirm_experiment(path: Path, top: int | None, seeds: int | None, opts: Options,
+                       address: str | None = None) -> tuple[Confirm, dict[str, Any]]:
+    """prepare_confirm, then run_confirm, holding the experiment's driver lock: a confirm while
+    a search or another confirm of the experiment runs is refused with one line (exit 2) before
+    anything is read or written, as a second search is (driver_lock)."""
+    path = Path(path).resolve()
+    with experiment_lock(path.parent if (path / PHASE_JSON).is_file() else path) as lock:
+        confirm = prepare_confirm(path, top, seeds, opts)
+        lock.take()
+        return confirm, run_confirm(confirm, address)
 
 
 # ------------------------------------------------------------------------------ prepare

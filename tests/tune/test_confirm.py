@@ -72,6 +72,27 @@ def test_bad_input_exits_2_with_one_line_before_anything_starts(in_tmp, monkeypa
     assert not ray.is_initialized() and sorted(p.relative_to(in_tmp) for p in in_tmp.rglob("*")) == before
 
 
+@pytest.mark.census("two drivers")
+@pytest.mark.parametrize("given", ["results/exp", "results/exp/phase1"])
+def test_a_confirm_while_a_driver_holds_the_experiment_is_one_line_and_touches_nothing(in_tmp, monkeypatch, capsys,
+                                                                                       given):
+    import ray
+
+    from clipsearch.tune.driver_lock import ExperimentLock
+
+    lay_down_phase(in_tmp / "results" / "exp")
+    running = ExperimentLock(in_tmp / "results" / "exp")
+    running.take()  # another driver's lock: flock holds per open file, so this process's own conflicts
+    try:
+        before = sorted(p.relative_to(in_tmp) for p in in_tmp.rglob("*"))
+        code, out = invoke(monkeypatch, capsys, "confirm", given)
+    finally:
+        running.release()
+    lines = out.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "another clipsearch driver is running experiment 'exp'" in lines[0]
+    assert not ray.is_initialized() and sorted(p.relative_to(in_tmp) for p in in_tmp.rglob("*")) == before
+
+
 def test_a_confirm_that_exists_needs_resume(in_tmp, monkeypatch, capsys):
     lay_down_phase(in_tmp / "results" / "exp")
     (in_tmp / "results" / "exp" / "confirm").mkdir()
