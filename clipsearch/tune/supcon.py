@@ -32,6 +32,7 @@ from ..results import (BEST_JSON, PHASE_JSON, RAY_DIR, TRIALS_CSV, atomic_write_
 from .phases import Options, check_options, grid_plan, resumed_plan, run_or_keep, space_overrides, storage_path
 from .runner import Outcome, Plan, best_model_weights
 from .space import SearchSpace, default_space_path, load_space
+from .space_change import check_space_on_resume, space_document
 
 PROTOCOL = "supcon"
 SPACE = "supcon_sweep"
@@ -103,6 +104,7 @@ def baseline_towers(space: SearchSpace) -> list[str]:
 def sweep_plan(space: SearchSpace, opts: Options, root: Path) -> Plan:
     plan = grid_plan(space, opts, root / "sweep", f"{PROTOCOL}-sweep")
     plan.state["long_epochs"] = space.long_epochs
+    plan.state["space_document"] = space_document(space.path)  # what a --resume compares the file with
     return plan
 
 
@@ -144,7 +146,10 @@ def prepare_supcon(opts: Options) -> SupConPlan:
         raise InputError(f"the supcon sweep of experiment {opts.name!r} exists already", where=str(root),
                          fix="pass --resume to continue it, or choose another --name")
     if opts.resume:
-        return SupConPlan(root, resumed_plan(root / "sweep", opts.after_phase), None, [])
+        sweep = resumed_plan(root / "sweep", opts.after_phase)
+        check_space_on_resume(sweep.state, opts.space or (default_space_path(SPACE, opts.quick, opts.spaces_dir)
+                                                          if opts.spaces_dir else None))
+        return SupConPlan(root, sweep, None, [])
     space = load_supcon_space(opts)
     towers = baseline_towers(space)
     check_data(space)

@@ -116,3 +116,24 @@ def _yaml(text):
     import yaml
 
     return yaml.safe_load(text)
+
+
+@pytest.mark.census("changed space on resume")
+def test_a_supcon_sweep_resumed_after_its_space_changed_says_so_or_refuses_a_named_one(tmp_path, capsys):
+    from clipsearch.tune.space import default_space_path
+    from clipsearch.tune.supcon import prepare_supcon
+
+    shipped = default_space_path("supcon_sweep", quick=True).read_text(encoding="utf-8")
+    path = write_space(tmp_path, "sweep.yaml", shipped)
+    results = tmp_path / "results"
+    prepared = prepare_supcon(Options(name="exp", quick=True, space=path, results=results))
+    prepared.sweep.phase_dir.mkdir(parents=True)
+    write_json(prepared.sweep.phase_dir / "phase.json", {**prepared.sweep.state, "finished": True})
+    edited = shipped.replace("long_epochs: ", "long_epochs: 1")  # e.g. 3 -> 13
+    assert edited != shipped
+    path.write_text(edited, encoding="utf-8")
+    capsys.readouterr()
+    with pytest.raises(InputError, match=r"supcon-sweep started with another space \(long_epochs: "):
+        prepare_supcon(Options(name="exp", quick=True, space=path, resume=True, results=results))
+    prepare_supcon(Options(name="exp", quick=True, resume=True, results=results))  # not named: it goes on
+    assert "note: supcon-sweep: " in capsys.readouterr().err
