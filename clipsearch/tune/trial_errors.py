@@ -17,6 +17,11 @@ _WORKER_USED = re.compile(r"actual memory used=([\d.]+\s*[KMGT]?B)")
 _NODE_USED = re.compile(r"Memory on the node \(IP: [^,]+, ID: \w+\) was ([\d.]+\s*[KMGT]?B) used / "
                         r"([\d.]+\s*[KMGT]?B) limit")
 _THRESHOLD = re.compile(r"exceeded threshold of \d+B \(([\d.]+%)")
+#: Ray losing the trial's worker process or its node (a raylet killed, a host gone): the actor's
+#: calls fail with "The actor ... is unavailable ... Socket closed", or the actor or node died
+_WORKER_LOST = re.compile(r"ActorUnavailableError|ActorDiedError|NodeDiedError|The actor \w+ is unavailable|"
+                          r"The actor died|RPC error: Socket closed")
+WORKER_LOST = "worker lost (its process or its node stopped)"
 _ATTEMPT = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)  # Trial.handle_error's header
 _EXCEPTION = re.compile(r"^[\w.]+(Error|Exception|Fault)\b")
 LIMIT = 500
@@ -24,14 +29,19 @@ LIMIT = 500
 
 def error_line(text: str | None) -> str:
     """The reason a trial errored, in one line of at most LIMIT characters: "out of memory: ..."
-    with Ray's figures when its memory monitor killed the worker, else the last line that names
-    an exception (its type and message), else the last line."""
+    with Ray's figures when its memory monitor killed the worker, "worker lost ...: Ray said ..."
+    when Ray lost the worker or its node, else the last line that names an exception (its type
+    and message), else the last line."""
     text = _ATTEMPT.split(str(text or ""))[-1]
     if _RAY_OOM.search(text):
         return _out_of_memory(text)[:LIMIT]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if _EXCEPTION.match(line)]
-    return (errors[-1] if errors else lines[-1] if lines else "error")[:LIMIT]
+    last = errors[-1] if errors else lines[-1] if lines else "error"
+    if _WORKER_LOST.search(text):
+        said = next((line for line in reversed(lines) if _WORKER_LOST.search(line)), last)
+        return f"{WORKER_LOST}: Ray said {said}"[:LIMIT]
+    return last[:LIMIT]
 
 
 def _out_of_memory(text: str) -> str:

@@ -86,6 +86,24 @@ def test_other_actor_errors_pass_through_unchanged():
     assert as_actor_error(died) is died and as_actor_error(other) is other
 
 
+# what the driver printed when the reliability bench killed the raylet of a trial's node
+RAY_NODE_LOST = ("The actor 9982a708e5810102618d681e01000000 is unavailable: "
+                 "The actor is temporarily unavailable: RpcError: RPC error: Socket closed rpc_code: 14. The task may "
+                 "or may not have been executed on the actor.")
+RAY_ACTOR_DIED = ("Traceback (most recent call last):\n"
+                  "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.")
+
+
+@pytest.mark.census("node lost")
+@pytest.mark.parametrize("text", [RAY_NODE_LOST, RAY_ACTOR_DIED])
+def test_a_worker_or_node_ray_lost_is_named_as_such_with_rays_words(text):
+    line = error_line(text)
+    assert line.startswith("worker lost (its process or its node stopped): Ray said ")
+    assert text.splitlines()[-1] in line
+    mine = "ValueError: the actor is unavailable in my data"  # the trainable's own words are its own
+    assert error_line(mine) == mine
+
+
 def test_the_reason_is_the_last_attempts():
     text = f"Failure # 1 (occurred at 2026-12-02_05-48-18)\n{RAY_OOM}\nFailure # 2 (occurred at 2026-12-02_05-48-34)\n" \
            "Traceback (most recent call last):\nValueError: lr must be > 0\n"
