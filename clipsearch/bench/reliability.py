@@ -34,8 +34,10 @@ from .common import environment, write_result
 #: where the census's cases are: the tests of these files marked census (each filed under the
 #: category its marker names); the rest of tests/ is not collected, which would take longer
 CENSUS_TESTS = ["tests/test_bad_input.py", "tests/test_reliability.py", "tests/test_train.py",
-                # the driver's guards: a second driver, a space edited before --resume, the Optuna storage
-                "tests/tune/test_driver_lock.py", "tests/tune/test_space_change.py", "tests/tune/test_studies.py",
+                # the driver's guards: a second driver (of a search, of a confirm), a space edited before
+                # --resume, the Optuna storage
+                "tests/tune/test_driver_lock.py", "tests/tune/test_confirm.py", "tests/tune/test_space_change.py",
+                "tests/tune/test_studies.py",
                 # a trial out of memory, a node lost: the hook that grows a trial, the reason, Tune's handling
                 "tests/bench/test_faults.py", "tests/tune/test_trial_errors.py",
                 # the tracking server down: the driver's MLflow calls queued and replayed
