@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..results.ranking import best_first, best_of
+from ..results.ranking import best_first, best_of, better
 
 Row = dict[str, Any]
 History = list[dict[str, Any]]
@@ -148,7 +148,7 @@ def ahead(point: TrialPoint, best: TrialPoint | None, mode: str = "max") -> bool
         return True
     if point.reach != best.reach:
         return point.reach > best.reach
-    return point.score < best.score if mode == "min" else point.score > best.score
+    return better(point.score, best.score, mode)
 
 
 def _finite(value: Any) -> bool:

@@ -35,6 +35,11 @@ def best_of(values, mode: str = "max", key=None):
     return (min if mode == "min" else max)(values, key=key)
 
 
+def better(value: float, than: float, mode: str = "max") -> bool:
+    """Whether `value` is strictly better than `than` in `mode`'s direction."""
+    return value < than if mode == "min" else value > than
+
+
 def best_first(mode: str = "max") -> int:
     """The sign that sorts values best first in `mode`'s direction (a sort key's multiplier)."""
     return 1 if mode == "min" else -1

@@ -19,6 +19,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from .. import tracking_outbox
 from ..config import flatten
 from ..results import STATE_DIR, append_history
+from ..results.ranking import better
 
 _SKIP = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "epoch", "should_checkpoint"}
 
@@ -130,7 +131,7 @@ class ProgressLines(Callback):
 
     def _better(self, value: float) -> bool:
         # a callback pickled before `mode` existed was a maximising one
-        return value < self.best if getattr(self, "mode", "max") == "min" else value > self.best
+        return better(value, self.best, getattr(self, "mode", "max"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         epochs = (trial.last_result or {}).get("epoch", 0)
