@@ -114,7 +114,8 @@ class TrainConfig(Section):
     grad_clip: float = Field(0.0, ge=0.0, description="max gradient norm; 0 turns clipping off")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    channels_last: bool = True
+    channels_last: bool = Field(True, description="keep the image tower and its inputs in NHWC: faster "
+                                "convolutions on CPU (oneDNN) and CUDA (cuDNN)")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
     max_steps_per_epoch: int = Field(0, ge=0, description="cap on steps per epoch (0: the whole epoch); for benchmarks")
 

@@ -117,6 +117,39 @@ def test_saved_trainable_weights_load_into_a_model_built_from_the_same_config():
         load_trainable_state(fresh, incomplete)
 
 
+def test_channels_last_keeps_the_tower_and_its_images_in_nhwc_and_gives_the_same_embeddings():
+    from clipsearch.models import build_dual_encoder
+
+    torch.manual_seed(0)
+    model, _ = build_dual_encoder(quick_model_config(), 16)
+    model.eval()
+    images = torch.randn(4, 3, 28, 28)
+    seen = []
+    model.image_tower.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    before = model.encode_image(images)
+    model.use_channels_last()
+    after = model.encode_image(images)
+    conv = next(m for m in model.image_tower.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert not seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert seen[1].is_contiguous(memory_format=torch.channels_last) and not seen[1].is_contiguous()
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["clip", "supcon"])  # the image-text task and the image-only one
+@pytest.mark.parametrize("on", [True, False])
+def test_train_channels_last_decides_the_layout_of_each_tasks_model(loss, on):
+    from clipsearch.config import load_config
+    from clipsearch.tasks import task_for
+
+    cfg = load_config(None, [f"loss.name={loss}", f"train.channels_last={str(on).lower()}", "data.fraction=0.1",
+                       "image.images_per_class=4"], quick=True)
+    model = task_for(cfg).setup(cfg, torch.device("cpu")).model
+    conv = next(m for m in model.image_tower.modules() if isinstance(m, torch.nn.Conv2d))
+    assert model.channels_last is on
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is on
+
+
 # ------------------------------------------------------------------------------ preprocessing
 
 def test_each_tower_is_normalised_with_its_own_librarys_statistics(tiny_open_clip):

@@ -5,7 +5,7 @@ The model is the default preset's: ResNet-50 (timm) + DistilBERT, 224 px, linear
 256, built with random weights from their architectures alone (nothing is downloaded; FLOPs
 and speed do not depend on the weights). Batches are synthetic and already on the device, so
 the figure is the step itself: the loop's own `Run.step` (clipsearch.train.run_from_setup around
-the image-text task's `pair_step`: autocast, channels_last on CUDA, the default loss, the
+the image-text task's `pair_step`: autocast, the channels-last layout, the default loss, the
 non-finite check, scaled backward, clipping as the config says, AdamW and the schedule's step).
 FLOPs per step are counted once with torch's FlopCounterMode (matmuls and convolutions, forward
 and backward).
@@ -70,8 +70,8 @@ def run_gpu_step_benchmark(batch: int = 256, steps: int = 20, precision: str = "
     cfg = load_config(overrides=[f"train.precision={precision}", f"train.epochs={steps + 4}"])
     dev = torch.device(device)
     model = build_seed001_model(cfg.model.embed_dim).to(dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    if cfg.train.channels_last:
+        model.use_channels_last()
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=batch).to(dev)
     data = _synthetic_batch(batch, size, cfg.data.max_text_length, model.text_tower.model.config.vocab_size, dev)
     # one synthetic batch an "epoch": the schedule is sized by it; no evaluation runs here

@@ -36,8 +36,8 @@ def setup(cfg, device: torch.device) -> Setup:
     eval_sets = load_eval_sets(cfg.data)
     model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
     model.to(device)
-    if cfg.train.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    if cfg.train.channels_last:
+        model.use_channels_last()
     text_bank = TextBank.build(train_set.captions, tokenize)
     if model.text_tower_frozen:
         text_bank.features = frozen_text_features(model, text_bank.tokens, cfg.data.cache_dir,
@@ -50,8 +50,6 @@ def setup(cfg, device: torch.device) -> Setup:
 
 def pair_step(model, loss_fn, batch, device, autocast) -> dict:
     images = batch.images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
     with autocast:
         image_emb = model.encode_image(images)
         if batch.text_features is not None:  # a frozen tower's cached output
