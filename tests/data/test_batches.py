@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipsearch.data.batches import (IMAGENET, ImagePreprocess, PairBatches, TextBank, check_image_size,
-                                     random_low_resolution, random_shift, to_float_images, trim_padding)
+from clipsearch.data.batches import (IMAGENET, ImagePreprocess, PairBatches, TextBank, Tokenizer,
+                                     check_image_size, random_low_resolution, random_shift, to_float_images,
+                                     trim_padding)
 from clipsearch.data.imageset import ImageTextSet
 from clipsearch.errors import InputError
 
@@ -106,6 +107,33 @@ def test_the_text_bank_tokenises_each_distinct_caption_once():
     assert calls == [["a b", "c"]]
     assert [rows.tolist() for rows in bank.caption_rows] == [[0, 1], [1], [0]]
     assert bank.tokens["input_ids"].shape == (2, LENGTH)
+
+
+def test_a_keyed_tokenizers_bank_is_built_once_per_process_and_per_caption_set():
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return tokenize_words(texts)
+
+    tokenizer = Tokenizer(encode, key="test-words:a")
+    first = TextBank.build([["x y", "z"], ["z"]], tokenizer)
+    first.features = torch.ones(2, 3)  # a frozen tower's features: this run's, not the next's
+    again = TextBank.build([["x y", "z"], ["z"]], tokenizer)
+    assert calls == [["x y", "z"]]
+    assert again.features is None and again.tokens["input_ids"] is first.tokens["input_ids"]
+    assert [r.tolist() for r in again.caption_rows] == [[0, 1], [1]]
+    TextBank.build([["x y"], ["z"]], tokenizer)  # the same texts, other images: another bank
+    TextBank.build([["x y", "z"], ["z"]], Tokenizer(encode, key="test-words:b"))  # another tokenizer
+    TextBank.build([["x y", "z"], ["z"]], encode)  # no key: never kept
+    assert len(calls) == 4
+
+
+def test_the_hf_towers_tokenizer_is_keyed_by_its_files_and_length():
+    from clipsearch.models import build_text_tower
+
+    short, long = (build_text_tower("hf:minilm", layers=1, max_length=n).tokenize for n in (16, 24))
+    assert short.key and long.key and short.key != long.key and "max_length=16" in short.key
 
 
 def test_a_frozen_text_towers_features_ride_along_instead_of_tokens():
