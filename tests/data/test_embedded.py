@@ -76,3 +76,26 @@ def test_zero_shot_domain_is_the_8x8_digits():
     digits = E.sklearn_digits(28)
     assert len(digits) == 1797 and digits.images.shape == (1797, 28, 28, 3)
     assert digits.class_names == E.DIGIT_WORDS
+
+
+def test_the_cached_measurements_are_the_measurements(tmp_path, monkeypatch):
+    gray, _ = E.load_mnist()
+    measured = [E.measure(d) for d in gray]
+    monkeypatch.setattr(E, "embedded_cache_dir", lambda: tmp_path)
+    assert E.measured_properties(gray) == measured  # measured, then kept in tmp_path
+    assert list(tmp_path.glob("embedded-mnist5000-properties-*.npz"))
+    monkeypatch.setattr(E, "measure", lambda digit: pytest.fail("measured again instead of read from the cache"))
+    read = E.measured_properties(gray)
+    assert read == measured and all(type(p.width) is int and type(p.slant) is float for p in read)
+
+
+@pytest.mark.parametrize("size", [28, 32])
+def test_rgb_images_at_the_native_size_are_the_resizers_bytes(size):
+    from PIL import Image
+
+    gray = np.random.default_rng(0).random((5, 28, 28), dtype=np.float32)
+    rgb = E._to_rgb(gray, size)
+    for img, out in zip(gray, rgb):
+        pil = Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8), mode="L")
+        expected = np.asarray(pil if size == 28 else pil.resize((size, size), Image.BILINEAR))
+        assert out.shape == (size, size, 3) and all(np.array_equal(out[..., c], expected) for c in range(3))
