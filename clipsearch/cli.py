@@ -428,7 +428,9 @@ def ui(
 
 @bench_app.command("tune")
 def bench_tune(
-    trials: Annotated[int, typer.Option(help="trials per variant")] = 4,
+    trials: Annotated[Optional[int], typer.Option(help="trials per variant, run one at a time (default: as many "
+                                                  "as one actor of a quick phase 1 runs: its 16 trials 2 at a "
+                                                  "time, 8)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="epochs per trial (default: a quick phase 1 trial's)")] = None,
     rounds: Annotated[int, typer.Option(help="rounds of all variants (alternating order); medians are reported")] = 2,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("results/benchmarks"),
@@ -437,7 +439,8 @@ def bench_tune(
     overhead per trial (process start, data set-up, Ray, checkpoints, MLflow): quick phase 1
     trials through Ray Tune (with and without reuse_actors) and through train() in a loop in a
     fresh process, measured in one run. Writes OUT/tune.json and OUT/tune.md."""
-    _check_at_least(("--trials", trials, 1), ("--epochs", 1 if epochs is None else epochs, 1), ("--rounds", rounds, 1))
+    _check_at_least(("--trials", 1 if trials is None else trials, 1), ("--epochs", 1 if epochs is None else epochs, 1),
+                    ("--rounds", rounds, 1))
     from .bench.tune_overhead import run_tune_benchmark
 
     run_tune_benchmark(trials=trials, epochs=epochs, rounds=rounds, out_dir=out)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from ..results import HISTORY_DIR, TRIALS_CSV, read_history, read_trials_csv
 from ..tune import cluster
 from ..tune.phases import Options, grid_plan
 from ..tune.runner import execute
-from ..tune.space import SHIPPED_SPACES, Base, SearchSpace, load_space
+from ..tune.space import SHIPPED_SPACES, Base, SearchSpace, default_space_path, load_space
 from .common import environment, write_result
 
 SPACE = SHIPPED_SPACES / "bench_tune" / "trials.yaml"
@@ -53,6 +54,15 @@ def bench_space(trials: int, epochs: int | None = None) -> SearchSpace:
     lrs = tuple(axis.values[i % len(axis.values)] for i in range(trials))
     space.params = [dataclasses.replace(axis, values=lrs)]
     return space
+
+
+def quick_phase1_trials_per_actor() -> int:
+    """How many trials one reused actor of the quick phase 1 runs: its trials over the ones it runs
+    at a time (16 / 2). A process's start and imports (torch, timm, transformers: about 6 s on a
+    2-core CPU) are paid once per actor, so this is the share of them a quick phase 1 trial pays;
+    the benchmark's trials run on one actor, and its default is this many of them."""
+    space = load_space(default_space_path("phase1", quick=True), "phase1")
+    return math.ceil(space.num_samples / space.max_concurrent)
 
 
 def trial_configs(space: SearchSpace) -> list[dict]:
@@ -116,8 +126,9 @@ def _through_tune(space: SearchSpace, tracking_uri: str, workdir: Path, reuse: b
             "eval_seconds": sum(e for _, e in productive), "phase_end_seconds": ended - last_epoch}
 
 
-def run_tune_benchmark(trials: int = 4, epochs: int | None = None, rounds: int = 2,
+def run_tune_benchmark(trials: int | None = None, epochs: int | None = None, rounds: int = 2,
                        out_dir: Path = Path("results/benchmarks")) -> Path:
+    trials = trials or quick_phase1_trials_per_actor()
     space = bench_space(trials, epochs)
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as tmp:
         workdir = Path(tmp)
@@ -199,7 +210,8 @@ def _write(out_dir: Path, trials: int, shared: dict, rounds: int, runs: dict[str
                          "overhead per trial s", "s per trial over in-process"))
     reuse = figures["tune_reuse_actors"]
     note = ["", f"Each trial: {epochs} epochs on {shared['data.fraction']:.0%} of the embedded pairs (a quick phase 1 "
-            "trial), one thread. Goodput: training steps + evaluations / wall time; overhead per trial: the rest, "
+            f"trial), one thread; {trials} trials on one process or actor (a quick phase 1 runs "
+            f"{quick_phase1_trials_per_actor()} on each of its actors). Goodput: training steps + evaluations / wall time; overhead per trial: the rest, "
             "divided by the trials (process start and imports, data set-up, Ray, checkpoints, MLflow).",
             f"With actor reuse: goodput {100 * reuse['goodput']:.0f}% (goal >= 80%), "
             f"{reuse['extra_per_trial_vs_in_process_s']:+.1f} s per trial against the in-process loop (goal <= 1 s)."]

@@ -3,8 +3,8 @@ variant reports, and both variants run for real on two tiny trials (the Ray one 
 
 import pytest
 
-from clipsearch.bench.tune_overhead import (LR, _in_process, _productive, _through_tune, bench_space, summarise,
-                                            trial_configs)
+from clipsearch.bench.tune_overhead import (LR, _in_process, _productive, _through_tune, bench_space,
+                                            quick_phase1_trials_per_actor, summarise, trial_configs)
 from clipsearch.results import TRIALS_CSV, read_trials_csv
 from clipsearch.tune.space import default_space_path, load_space
 
@@ -15,6 +15,11 @@ def test_the_trials_are_quick_phase_1_trials():
     assert space.constants["data.fraction"] == constants["data.fraction"]
     assert space.constants["train.epochs"] == constants["train.epochs"]
     assert len({c[LR] for c in trial_configs(space)}) == 4
+
+
+def test_by_default_one_actor_runs_as_many_trials_as_one_of_a_quick_phase_1s_actors():
+    phase1 = load_space(default_space_path("phase1", quick=True), "phase1")
+    assert quick_phase1_trials_per_actor() == -(-phase1.num_samples // phase1.max_concurrent) == 8
 
 
 def test_trials_take_the_files_learning_rates_in_turn_and_epochs_replace_the_files():
