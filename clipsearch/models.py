@@ -349,9 +349,9 @@ def token_embedding(text_tower: nn.Module) -> nn.Embedding:
 class ChannelsLast:
     """An encoder whose image tower can run in the channels-last (NHWC) layout: its convolution
     weights and every image it is given are kept in it. oneDNN on CPU and cuDNN on CUDA run
-    convolutions, batch norm and pooling faster on NHWC tensors (the quick tower's forward and
-    backward on a 2-core CPU: about 0.75x the time; see tests/test_models.py for what it leaves
-    unchanged). Off by default; the tasks turn it on where `train.channels_last` says so."""
+    convolutions, batch norm and pooling faster on NHWC tensors (a quick training step with one
+    CPU thread: 0.66-0.75x the time; the embeddings agree to float rounding, tests/test_models.py).
+    Off until `use_channels_last`; the tasks call it where `train.channels_last` says so."""
 
     channels_last = False
 
