@@ -81,10 +81,11 @@ class Tokenizer:
 
 #: the banks this process built, by (tokenizer key, captions digest), the most recent last: a
 #: reused Ray actor's next trial skips the tokenisation (0.7 s of a quick trial's 1.6 s of
-#: set-up on a 2-core CPU; minutes for CC3M). Few entries: a trial asks for its training
-#: captions and its validation captions, and the data fraction changes the first.
+#: set-up on a 2-core CPU; minutes for CC3M). Two entries, a trial's training and validation
+#: captions: a bank is the size of its captions' tokens (CC3M's: about 2 GB), and a trial with
+#: another data fraction replaces the training one.
 _BANKS: "OrderedDict[tuple[str, str], TextBank]" = OrderedDict()
-_BANKS_KEPT = 4
+_BANKS_KEPT = 2
 
 
 @dataclass

@@ -129,6 +129,16 @@ def test_a_keyed_tokenizers_bank_is_built_once_per_process_and_per_caption_set()
     assert len(calls) == 4
 
 
+def test_a_trial_with_another_data_fraction_replaces_the_training_bank_and_keeps_the_validation_one():
+    calls = []
+    tokenizer = Tokenizer(lambda texts: calls.append(list(texts)) or tokenize_words(texts), key="test-words:lru")
+    train_a, train_b, val = [["p q"], ["r"]], [["p q"]], [["s"], ["t u"]]
+    for train_captions in (train_a, train_b, train_a):  # three trials: fractions a, b, a again
+        TextBank.build(train_captions, tokenizer)
+        TextBank.build(val, tokenizer)
+    assert calls == [["p q", "r"], ["s", "t u"], ["p q"], ["p q", "r"]]  # the validation bank once
+
+
 def test_the_hf_towers_tokenizer_is_keyed_by_its_files_and_length():
     from clipsearch.models import build_text_tower
 
