@@ -211,8 +211,9 @@ def _write(out_dir: Path, trials: int, shared: dict, rounds: int, runs: dict[str
     reuse = figures["tune_reuse_actors"]
     note = ["", f"Each trial: {epochs} epochs on {shared['data.fraction']:.0%} of the embedded pairs (a quick phase 1 "
             f"trial), one thread; {trials} trials one at a time, in one process or one reused actor (a quick "
-            f"phase 1 runs {quick_phase1_trials_per_actor()} on each of its actors). Goodput: training steps + evaluations / wall time; overhead per trial: the rest, "
-            "divided by the trials (process start and imports, data set-up, Ray, checkpoints, MLflow).",
+            f"phase 1 runs {quick_phase1_trials_per_actor()} on each of its actors). Goodput: training steps + "
+            "evaluations / wall time; overhead per trial: the rest, divided by the trials (process start and "
+            "imports, data set-up, Ray, checkpoints, MLflow).",
             f"With actor reuse: goodput {100 * reuse['goodput']:.0f}% (goal >= 80%), "
             f"{reuse['extra_per_trial_vs_in_process_s']:+.1f} s per trial against the in-process loop (goal <= 1 s)."]
     path.write_text(path.read_text() + "\n".join(note) + "\n", encoding="utf-8")

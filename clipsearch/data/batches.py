@@ -113,7 +113,8 @@ class TextBank:
         return dataclasses.replace(_BANKS[memo_key], features=None)  # the caller sets its own features
 
     @classmethod
-    def _tokenized(cls, captions: list[list[str]], tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> "TextBank":
+    def _tokenized(cls, captions: list[list[str]],
+                   tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> "TextBank":
         distinct: dict[str, int] = {}
         rows = [np.array([distinct.setdefault(c, len(distinct)) for c in caps], dtype=np.int64) for caps in captions]
         texts = list(distinct)
