@@ -351,7 +351,8 @@ class ChannelsLast:
     weights and every image it is given are kept in it. oneDNN on CPU and cuDNN on CUDA run
     convolutions, batch norm and pooling faster on NHWC tensors (a quick training step with one
     CPU thread: 0.66-0.75x the time; the embeddings agree to float rounding, tests/test_models.py).
-    Off until `use_channels_last`; the tasks call it where `train.channels_last` says so."""
+    Off until `use_channels_last`; the trainer calls it where `train.channels_last` says so
+    (clipsearch.train.run_from_setup)."""
 
     channels_last = False
 

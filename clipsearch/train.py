@@ -88,8 +88,11 @@ def build_run(cfg: Config, resume_from: str | Path | None = None) -> Run:
 
 def run_from_setup(cfg: Config, setup: Setup, device: torch.device, resume_from: str | Path | None = None) -> Run:
     """A Run around a Setup built elsewhere (build_run builds the task's; `clipsearch bench gpu`
-    builds seed 001's model from its architectures alone): the optimizer, schedule, data RNG and
-    grad scaler as cfg says, so that Run.step is the loop's own step."""
+    builds seed 001's model from its architectures alone): the model's image layout, the
+    optimizer, schedule, data RNG and grad scaler as cfg says, so that Run.step is the loop's own
+    step."""
+    if cfg.train.channels_last:  # every task's encoder (models.ChannelsLast)
+        setup.model.use_channels_last()
     optimizer = build_optimizer([setup.model, setup.loss_fn], cfg.optimizer.name, cfg.optimizer.lr,
                                 cfg.optimizer.weight_decay, cfg.optimizer.params)
     steps_per_epoch = min(len(setup.batches), cfg.train.max_steps_per_epoch or len(setup.batches))

@@ -140,11 +140,11 @@ def test_channels_last_keeps_the_tower_and_its_images_in_nhwc_and_gives_the_same
 @pytest.mark.parametrize("on", [True, False])
 def test_train_channels_last_decides_the_layout_of_each_tasks_model(loss, on):
     from clipsearch.config import load_config
-    from clipsearch.tasks import task_for
+    from clipsearch.train import build_run
 
     cfg = load_config(None, [f"loss.name={loss}", f"train.channels_last={str(on).lower()}", "data.fraction=0.1",
                        "image.images_per_class=4"], quick=True)
-    model = task_for(cfg).setup(cfg, torch.device("cpu")).model
+    model = build_run(cfg).model
     conv = next(m for m in model.image_tower.modules() if isinstance(m, torch.nn.Conv2d))
     assert model.channels_last is on
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) is on

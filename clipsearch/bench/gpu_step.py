@@ -70,8 +70,6 @@ def run_gpu_step_benchmark(batch: int = 256, steps: int = 20, precision: str = "
     cfg = load_config(overrides=[f"train.precision={precision}", f"train.epochs={steps + 4}"])
     dev = torch.device(device)
     model = build_seed001_model(cfg.model.embed_dim).to(dev)
-    if cfg.train.channels_last:
-        model.use_channels_last()
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=batch).to(dev)
     data = _synthetic_batch(batch, size, cfg.data.max_text_length, model.text_tower.model.config.vocab_size, dev)
     # one synthetic batch an "epoch": the schedule is sized by it; no evaluation runs here

@@ -169,8 +169,8 @@ def measured_properties(gray: np.ndarray) -> list[DigitProperties]:
         return {name: np.array([getattr(p, name) for p in props]) for name in fields}
 
     raw = cached_arrays(embedded_cache_dir(), f"embedded-mnist5000-properties-v{EMBEDDED_CACHE_VERSION}", parse)
-    kinds = {f.name: (int if f.type in (int, "int") else float) for f in dataclasses.fields(DigitProperties)}
-    return [DigitProperties(**{name: kinds[name](raw[name][i]) for name in fields}) for i in range(len(gray))]
+    # .item(): numpy's int64 / float64 back to the int / float that `measure` returns
+    return [DigitProperties(**{name: raw[name][i].item() for name in fields}) for i in range(len(gray))]
 
 
 @functools.lru_cache(maxsize=2)  # training and evaluation both ask; measuring takes seconds

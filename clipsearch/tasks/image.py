@@ -87,8 +87,6 @@ def setup(cfg, device: torch.device) -> Setup:
     splits = load_labelled_splits(cfg.data, cfg.image)
     classifier = loss_info(cfg.loss.name).classifier
     model = build_image_encoder(cfg.model, cfg.image.head, splits.num_classes if classifier else None).to(device)
-    if cfg.train.channels_last:
-        model.use_channels_last()
     batches = _batches(cfg, splits, model.image_preprocess)
     loss_fn = build_loss(cfg.loss.name, cfg.loss.params, num_samples=len(splits.train)).to(device)
     evaluator = EVALUATORS.get(cfg.image.evaluator).factory(splits, cfg, device)

@@ -36,8 +36,6 @@ def setup(cfg, device: torch.device) -> Setup:
     eval_sets = load_eval_sets(cfg.data)
     model, tokenize = build_dual_encoder(cfg.model, cfg.data.max_text_length)
     model.to(device)
-    if cfg.train.channels_last:
-        model.use_channels_last()
     text_bank = TextBank.build(train_set.captions, tokenize)
     if model.text_tower_frozen:
         text_bank.features = frozen_text_features(model, text_bank.tokens, cfg.data.cache_dir,
